@@ -149,7 +149,9 @@ impl<'a> Avp<'a> {
     fn fixed<const N: usize>(&self) -> Result<[u8; N], DecodeError> {
         self.data
             .try_into()
-            .map_err(|_| DecodeError::InvalidAvpLength { avp: self.location() })
+            .map_err(|_| DecodeError::InvalidAvpLength {
+                avp: self.location(),
+            })
     }
 
     /// The value as Unsigned32 (also used for Enumerated values we treat as unsigned).
@@ -178,15 +180,17 @@ impl<'a> Avp<'a> {
     }
     /// The value as UTF8String; invalid UTF-8 is 5004 INVALID_AVP_VALUE.
     pub fn utf8(&self) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.data)
-            .map_err(|_| DecodeError::InvalidAvpValue { avp: self.location() })
+        std::str::from_utf8(self.data).map_err(|_| DecodeError::InvalidAvpValue {
+            avp: self.location(),
+        })
     }
     /// The value as DiameterIdentity: a non-empty FQDN or realm, ASCII only.
     pub fn identity(&self) -> Result<&'a str, DecodeError> {
-        let valid = !self.data.is_empty()
-            && self.data.iter().all(|&b| b.is_ascii_graphic());
+        let valid = !self.data.is_empty() && self.data.iter().all(|&b| b.is_ascii_graphic());
         if !valid {
-            return Err(DecodeError::InvalidAvpValue { avp: self.location() });
+            return Err(DecodeError::InvalidAvpValue {
+                avp: self.location(),
+            });
         }
         // Checked above: every byte is printable ASCII.
         self.utf8()
@@ -197,7 +201,9 @@ impl<'a> Avp<'a> {
     }
     /// The value as Address (an address family from IANA and the address).
     pub fn address(&self) -> Result<Address<'a>, DecodeError> {
-        let invalid = || DecodeError::InvalidAvpLength { avp: self.location() };
+        let invalid = || DecodeError::InvalidAvpLength {
+            avp: self.location(),
+        };
         let (family, rest) = self.data.split_first_chunk::<2>().ok_or_else(invalid)?;
         Ok(match u16::from_be_bytes(*family) {
             1 => Address::Ip(IpAddr::V4(Ipv4Addr::from(
@@ -206,12 +212,19 @@ impl<'a> Avp<'a> {
             2 => Address::Ip(IpAddr::V6(Ipv6Addr::from(
                 <[u8; 16]>::try_from(rest).map_err(|_| invalid())?,
             ))),
-            family => Address::Other { family, address: rest },
+            family => Address::Other {
+                family,
+                address: rest,
+            },
         })
     }
     /// The AVPs inside a Grouped AVP, parsed lazily like the message's own.
     pub fn grouped(&self) -> AvpIter<'a> {
-        let header = if self.vendor.is_some() { AVP_VENDOR_HEADER_LEN } else { AVP_HEADER_LEN };
+        let header = if self.vendor.is_some() {
+            AVP_VENDOR_HEADER_LEN
+        } else {
+            AVP_HEADER_LEN
+        };
         AvpIter::new(self.data, self.offset + header as u32)
     }
 }
@@ -320,7 +333,14 @@ impl<'a> AvpIter<'a> {
         if padding.iter().any(|&b| b != 0) {
             return Err(DecodeError::InvalidAvpPadding { avp: broken() });
         }
-        let avp = Avp { code: AvpCode(code), flags, vendor, length, offset, data: &buf[header_len..length_usize] };
+        let avp = Avp {
+            code: AvpCode(code),
+            flags,
+            vendor,
+            length,
+            offset,
+            data: &buf[header_len..length_usize],
+        };
         self.rest = &buf[padded..];
         self.offset += padded as u32;
         Ok(avp)
@@ -372,18 +392,27 @@ mod tests {
         assert_eq!(avps[1].offset(), 32);
         assert_eq!(avps[1].u32().unwrap(), 7);
         assert_eq!(avps[2].u64().unwrap(), 5_242_880);
-        assert!(matches!(avps[2].u32(), Err(DecodeError::InvalidAvpLength { .. })));
+        assert!(matches!(
+            avps[2].u32(),
+            Err(DecodeError::InvalidAvpLength { .. })
+        ));
     }
 
     #[test]
     fn reads_addresses_and_times() {
         let v4 = avp(257, 0x40, &[0, 1, 127, 0, 0, 1]);
         let a = AvpIter::new(&v4, 0).next().unwrap().unwrap();
-        assert_eq!(a.address().unwrap(), Address::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        assert_eq!(
+            a.address().unwrap(),
+            Address::Ip(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
         let t = DiameterTime(0xEEB3_62A0);
         assert_eq!(t.unix_seconds(), 1_795_744_800); // 2026-11-27 02:00:00 UTC
         assert_eq!(DiameterTime::from_unix_seconds(t.unix_seconds()), t);
-        assert_eq!(DiameterTime(0x0000_0001).unix_seconds(), (1i64 << 32) + 1 - 2_208_988_800);
+        assert_eq!(
+            DiameterTime(0x0000_0001).unix_seconds(),
+            (1i64 << 32) + 1 - 2_208_988_800
+        );
     }
 
     #[test]
@@ -391,24 +420,42 @@ mod tests {
         // Length below the header.
         let mut short = avp(1, 0, b"");
         short[7] = 7;
-        assert!(matches!(AvpIter::new(&short, 0).next(), Some(Err(DecodeError::InvalidAvpLength { .. }))));
+        assert!(matches!(
+            AvpIter::new(&short, 0).next(),
+            Some(Err(DecodeError::InvalidAvpLength { .. }))
+        ));
         // Length past the buffer.
         let mut long = avp(1, 0, b"abcd");
         long[7] = 40;
-        assert!(matches!(AvpIter::new(&long, 0).next(), Some(Err(DecodeError::InvalidAvpLength { .. }))));
+        assert!(matches!(
+            AvpIter::new(&long, 0).next(),
+            Some(Err(DecodeError::InvalidAvpLength { .. }))
+        ));
         // Non-zero padding.
         let mut pad = avp(1, 0, b"a");
         pad[11] = 1;
-        assert!(matches!(AvpIter::new(&pad, 0).next(), Some(Err(DecodeError::InvalidAvpPadding { .. }))));
+        assert!(matches!(
+            AvpIter::new(&pad, 0).next(),
+            Some(Err(DecodeError::InvalidAvpPadding { .. }))
+        ));
         // Padding cut off by the end of the buffer.
         let cut = &avp(1, 0, b"a")[..9];
-        assert!(matches!(AvpIter::new(cut, 0).next(), Some(Err(DecodeError::InvalidAvpPadding { .. }))));
+        assert!(matches!(
+            AvpIter::new(cut, 0).next(),
+            Some(Err(DecodeError::InvalidAvpPadding { .. }))
+        ));
         // V bit set but no room for the Vendor-ID.
         let vend = avp(1, 0x80, b"");
         let mut iter = AvpIter::new(&vend, 0);
-        assert!(matches!(iter.next(), Some(Err(DecodeError::InvalidAvpLength { .. }))));
+        assert!(matches!(
+            iter.next(),
+            Some(Err(DecodeError::InvalidAvpLength { .. }))
+        ));
         assert!(iter.next().is_none(), "fused after an error");
         // A truncated header.
-        assert!(matches!(AvpIter::new(&[0, 0, 1], 0).next(), Some(Err(DecodeError::InvalidAvpLength { .. }))));
+        assert!(matches!(
+            AvpIter::new(&[0, 0, 1], 0).next(),
+            Some(Err(DecodeError::InvalidAvpLength { .. }))
+        ));
     }
 }

@@ -399,7 +399,11 @@ mod tests {
         let mut codes: Vec<u32> = ALL.iter().map(|d| d.code.0).collect();
         codes.sort_unstable();
         codes.dedup();
-        assert_eq!(codes.len(), ALL.len(), "duplicate AVP code in the dictionary");
+        assert_eq!(
+            codes.len(),
+            ALL.len(),
+            "duplicate AVP code in the dictionary"
+        );
         for def in ALL {
             assert_eq!(lookup(def.code, None), Some(def));
         }
@@ -441,6 +445,9 @@ mod tests {
             assert_eq!(def.code.0, code, "{}", def.name);
         }
         assert!(!ERROR_MESSAGE.flags.is_mandatory());
-        assert_eq!(format!("{:?}", CcRequestType::UPDATE_REQUEST), "UPDATE_REQUEST(2)");
+        assert_eq!(
+            format!("{:?}", CcRequestType::UPDATE_REQUEST),
+            "UPDATE_REQUEST(2)"
+        );
     }
 }

@@ -54,8 +54,18 @@ impl<'b> AvpWriter<'b> {
     }
 
     /// Writes an AVP header for `data_len` bytes of data (no padding yet).
-    fn header(&mut self, code: AvpCode, flags: AvpFlags, vendor: Option<VendorId>, data_len: usize) {
-        let header_len = if vendor.is_some() { AVP_HEADER_LEN + 4 } else { AVP_HEADER_LEN };
+    fn header(
+        &mut self,
+        code: AvpCode,
+        flags: AvpFlags,
+        vendor: Option<VendorId>,
+        data_len: usize,
+    ) {
+        let header_len = if vendor.is_some() {
+            AVP_HEADER_LEN + 4
+        } else {
+            AVP_HEADER_LEN
+        };
         let flags = match vendor {
             Some(_) => flags.with(AvpFlags::VENDOR),
             None => flags,
@@ -63,7 +73,8 @@ impl<'b> AvpWriter<'b> {
         let length = (header_len + data_len) as u32;
         self.buf.reserve(header_len + data_len + 3);
         self.buf.put_u32(code.0);
-        self.buf.put_u32((u32::from(flags.0) << 24) | (length & 0x00ff_ffff));
+        self.buf
+            .put_u32((u32::from(flags.0) << 24) | (length & 0x00ff_ffff));
         if let Some(vendor) = vendor {
             self.buf.put_u32(vendor.0);
         }
@@ -168,12 +179,22 @@ impl<'b> MessageWriter<'b> {
         end_to_end: EndToEndId,
     ) -> Self {
         let start = buf.len();
-        let header = Header { length: 0, flags, command, application, hop_by_hop, end_to_end };
+        let header = Header {
+            length: 0,
+            flags,
+            command,
+            application,
+            hop_by_hop,
+            end_to_end,
+        };
         let mut fixed = [0u8; HEADER_LEN];
         header.write(&mut fixed);
         buf.reserve(256);
         buf.put_slice(&fixed);
-        Self { avps: AvpWriter { buf }, start }
+        Self {
+            avps: AvpWriter { buf },
+            start,
+        }
     }
 
     /// Patches the message length and returns it.
@@ -209,7 +230,7 @@ pub fn set_retransmit_flag(message: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dictionary::{GRANTED_SERVICE_UNIT, HOST_IP_ADDRESS, SESSION_ID, CC_TIME};
+    use crate::dictionary::{CC_TIME, GRANTED_SERVICE_UNIT, HOST_IP_ADDRESS, SESSION_ID};
 
     #[test]
     fn writes_padding_and_back_patches_lengths() {

@@ -28,8 +28,21 @@ pub struct AvpLocation {
 
 impl AvpLocation {
     /// The location of an AVP whose header cannot be trusted.
-    pub(crate) fn broken(code: u32, vendor: Option<VendorId>, flags: u8, offset: u32, length: u32) -> Self {
-        Self { code: AvpCode(code), vendor, flags: AvpFlags(flags), offset, length, intact: false }
+    pub(crate) fn broken(
+        code: u32,
+        vendor: Option<VendorId>,
+        flags: u8,
+        offset: u32,
+        length: u32,
+    ) -> Self {
+        Self {
+            code: AvpCode(code),
+            vendor,
+            flags: AvpFlags(flags),
+            offset,
+            length,
+            intact: false,
+        }
     }
 }
 
@@ -179,12 +192,19 @@ impl DecodeError {
     /// and Failed-AVP.
     pub fn disposition(&self) -> Disposition {
         use DecodeError as E;
-        let answer = |result_code, failed_avp| Disposition::Answer { result_code, failed_avp };
+        let answer = |result_code, failed_avp| Disposition::Answer {
+            result_code,
+            failed_avp,
+        };
         let copy = |avp: &AvpLocation| {
             if avp.intact {
                 FailedAvp::Copy(*avp)
             } else {
-                FailedAvp::ZeroFilled { code: avp.code, vendor: avp.vendor, flags: avp.flags }
+                FailedAvp::ZeroFilled {
+                    code: avp.code,
+                    vendor: avp.vendor,
+                    flags: avp.flags,
+                }
             }
         };
         match self {
@@ -206,7 +226,11 @@ impl DecodeError {
                     .map_or(AvpFlags::MANDATORY, |def| def.flags);
                 answer(
                     ResultCode::MISSING_AVP,
-                    Some(FailedAvp::ZeroFilled { code: *code, vendor: *vendor, flags }),
+                    Some(FailedAvp::ZeroFilled {
+                        code: *code,
+                        vendor: *vendor,
+                        flags,
+                    }),
                 )
             }
             E::AvpOccursTooManyTimes { avp } => {
@@ -249,20 +273,50 @@ mod tests {
             length: 12,
             intact: true,
         };
-        let broken = AvpLocation { intact: false, ..avp };
+        let broken = AvpLocation {
+            intact: false,
+            ..avp
+        };
         let cases = [
             (DecodeError::UnsupportedVersion { version: 2 }, None),
-            (DecodeError::MessageTooLarge { length: 1 << 20, max: 65536 }, None),
-            (DecodeError::InvalidHeaderBits { flags: CommandFlags(0xa0) }, Some(3008)),
+            (
+                DecodeError::MessageTooLarge {
+                    length: 1 << 20,
+                    max: 65536,
+                },
+                None,
+            ),
+            (
+                DecodeError::InvalidHeaderBits {
+                    flags: CommandFlags(0xa0),
+                },
+                Some(3008),
+            ),
             (DecodeError::InvalidAvpBits { avp }, Some(3009)),
             (DecodeError::InvalidAvpLength { avp: broken }, Some(5014)),
             (DecodeError::InvalidAvpPadding { avp: broken }, Some(5014)),
             (DecodeError::InvalidAvpValue { avp }, Some(5004)),
             (DecodeError::AvpUnsupported { avp }, Some(5001)),
-            (DecodeError::MissingAvp { code: AvpCode(263), vendor: None }, Some(5005)),
+            (
+                DecodeError::MissingAvp {
+                    code: AvpCode(263),
+                    vendor: None,
+                },
+                Some(5005),
+            ),
             (DecodeError::AvpOccursTooManyTimes { avp }, Some(5009)),
-            (DecodeError::CommandUnsupported { command: CommandCode(9) }, Some(3001)),
-            (DecodeError::ApplicationUnsupported { application: ApplicationId(9) }, Some(3007)),
+            (
+                DecodeError::CommandUnsupported {
+                    command: CommandCode(9),
+                },
+                Some(3001),
+            ),
+            (
+                DecodeError::ApplicationUnsupported {
+                    application: ApplicationId(9),
+                },
+                Some(3007),
+            ),
         ];
         for (error, code) in cases {
             match (error.disposition(), code) {
@@ -275,11 +329,17 @@ mod tests {
         }
         assert!(matches!(
             DecodeError::InvalidAvpLength { avp: broken }.disposition(),
-            Disposition::Answer { failed_avp: Some(FailedAvp::ZeroFilled { .. }), .. }
+            Disposition::Answer {
+                failed_avp: Some(FailedAvp::ZeroFilled { .. }),
+                ..
+            }
         ));
         assert!(matches!(
             DecodeError::AvpUnsupported { avp }.disposition(),
-            Disposition::Answer { failed_avp: Some(FailedAvp::Copy(_)), .. }
+            Disposition::Answer {
+                failed_avp: Some(FailedAvp::Copy(_)),
+                ..
+            }
         ));
     }
 }

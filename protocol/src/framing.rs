@@ -133,3 +133,133 @@ mod codec {
 
 #[cfg(feature = "tokio")]
 pub use self::codec::FramingError;
+
+#[cfg(all(test, feature = "tokio"))]
+mod tests {
+    use bytes::{BufMut, BytesMut};
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::{Decoder, FramedRead};
+
+    use super::*;
+
+    /// Three messages of different lengths, as a peer would send them back to back.
+    fn stream() -> (Vec<u8>, Vec<Vec<u8>>) {
+        let ccr = hex::decode(include_str!("../../../shared/vectors/ccr-update.hex").trim())
+            .expect("vector is hex");
+        let cca = hex::decode(include_str!("../../../shared/vectors/cca-update.hex").trim())
+            .expect("vector is hex");
+        let dwr = vec![
+            1, 0, 0, 20, 0x80, 0, 1, 0x18, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 9,
+        ];
+        let messages = vec![ccr, dwr, cca];
+        (messages.concat(), messages)
+    }
+
+    #[test]
+    fn one_byte_at_a_time() {
+        let (wire, messages) = stream();
+        let mut codec = DiameterCodec::default();
+        let mut buf = BytesMut::new();
+        let mut frames = Vec::new();
+        for &byte in &wire {
+            buf.put_u8(byte);
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                frames.push(frame.to_vec());
+            }
+        }
+        assert_eq!(frames, messages);
+        assert!(buf.is_empty());
+        assert_eq!(codec.decode_eof(&mut buf).unwrap(), None);
+    }
+
+    #[test]
+    fn several_messages_per_read() {
+        let (wire, messages) = stream();
+        let mut codec = DiameterCodec::default();
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut frames = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            frames.push(frame.to_vec());
+        }
+        assert_eq!(frames, messages);
+    }
+
+    #[test]
+    fn truncated_at_eof_is_an_error() {
+        let (wire, _) = stream();
+        let mut codec = DiameterCodec::default();
+        for cut in [1, 3, 4, 19, 20, 319, 321] {
+            let mut buf = BytesMut::from(&wire[..cut]);
+            let result = std::iter::from_fn(|| codec.decode_eof(&mut buf).transpose())
+                .collect::<Result<Vec<_>, _>>();
+            assert!(
+                matches!(result, Err(FramingError::TruncatedAtEof(_))),
+                "cut at {cut}: {result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_bad_headers_before_reserving() {
+        let mut codec = DiameterCodec::new(1024);
+        let cases: [(&[u8], DecodeError); 4] = [
+            (
+                &[1, 0, 4, 4],
+                DecodeError::MessageTooLarge {
+                    length: 1028,
+                    max: 1024,
+                },
+            ),
+            (
+                &[1, 0xff, 0xff, 0xfc],
+                DecodeError::MessageTooLarge {
+                    length: 0xff_fffc,
+                    max: 1024,
+                },
+            ),
+            (
+                &[2, 0, 0, 20],
+                DecodeError::UnsupportedVersion { version: 2 },
+            ),
+            (
+                &[1, 0, 0, 22],
+                DecodeError::MessageLengthUnaligned { length: 22 },
+            ),
+        ];
+        for (head, want) in cases {
+            let mut buf = BytesMut::with_capacity(8);
+            buf.put_slice(head);
+            match codec.decode(&mut buf) {
+                Err(FramingError::Malformed(got)) => assert_eq!(got, want),
+                other => panic!("{head:?}: {other:?}"),
+            }
+            assert!(buf.capacity() < 64, "reserved memory for a refused frame");
+            assert!(want.closes_connection());
+        }
+        let mut short = BytesMut::from(&[1u8, 0, 0, 12][..]);
+        assert!(matches!(
+            codec.decode(&mut short),
+            Err(FramingError::Malformed(DecodeError::MessageTooShort {
+                length: 12
+            }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn framed_read_over_a_trickling_stream() {
+        let (wire, messages) = stream();
+        let (mut tx, rx) = tokio::io::duplex(7);
+        let writer = tokio::spawn(async move {
+            for chunk in wire.chunks(5) {
+                tx.write_all(chunk).await.unwrap();
+            }
+        });
+        let frames: Vec<Vec<u8>> = FramedRead::new(rx, DiameterCodec::default())
+            .map(|frame| frame.unwrap().to_vec())
+            .collect()
+            .await;
+        writer.await.unwrap();
+        assert_eq!(frames, messages);
+    }
+}

@@ -110,7 +110,9 @@ impl<'a> AvpValue<'a> for IpAddr {
     fn decode_avp(_: &AvpDef, avp: &Avp<'a>) -> Result<Self, DecodeError> {
         match avp.address()? {
             Address::Ip(ip) => Ok(ip),
-            Address::Other { .. } => Err(DecodeError::InvalidAvpValue { avp: avp.location() }),
+            Address::Other { .. } => Err(DecodeError::InvalidAvpValue {
+                avp: avp.location(),
+            }),
         }
     }
     fn encode_avp(&self, def: &AvpDef, w: &mut AvpWriter<'_>) {
@@ -191,8 +193,17 @@ pub struct Envelope {
 
 impl Envelope {
     /// The envelope of a new request.
-    pub fn request(application: ApplicationId, hop_by_hop: HopByHopId, end_to_end: EndToEndId) -> Self {
-        Self { application, hop_by_hop, end_to_end, retransmit: false }
+    pub fn request(
+        application: ApplicationId,
+        hop_by_hop: HopByHopId,
+        end_to_end: EndToEndId,
+    ) -> Self {
+        Self {
+            application,
+            hop_by_hop,
+            end_to_end,
+            retransmit: false,
+        }
     }
 
     /// The envelope of the answer to `request`: same application and identifiers.
@@ -226,9 +237,14 @@ pub trait Command<'a>: Sized {
 /// accepted and not interpreted.
 pub(crate) fn unknown_avp(avp: &Avp<'_>) -> Result<(), DecodeError> {
     let transit = avp.vendor_id().is_none()
-        && matches!(avp.code().0, dictionary::codes::ROUTE_RECORD | dictionary::codes::PROXY_INFO);
+        && matches!(
+            avp.code().0,
+            dictionary::codes::ROUTE_RECORD | dictionary::codes::PROXY_INFO
+        );
     if avp.is_mandatory() && !transit {
-        return Err(DecodeError::AvpUnsupported { avp: avp.location() });
+        return Err(DecodeError::AvpUnsupported {
+            avp: avp.location(),
+        });
     }
     Ok(())
 }
@@ -404,7 +420,9 @@ pub(crate) fn check_command(
 ) -> Result<(), DecodeError> {
     let header = view.header();
     if header.command != command || header.flags.is_request() != flags.is_request() {
-        return Err(DecodeError::CommandUnsupported { command: header.command });
+        return Err(DecodeError::CommandUnsupported {
+            command: header.command,
+        });
     }
     view.check_flags()
 }

@@ -299,15 +299,30 @@ mod tests {
         let mut raw = [0u8; 20];
         raw[0] = 2;
         raw[3] = 20;
-        assert!(matches!(Header::parse(&raw), Err(DecodeError::UnsupportedVersion { version: 2 })));
+        assert!(matches!(
+            Header::parse(&raw),
+            Err(DecodeError::UnsupportedVersion { version: 2 })
+        ));
         raw[0] = 1;
         raw[3] = 19;
-        assert!(matches!(Header::parse(&raw), Err(DecodeError::MessageTooShort { length: 19 })));
+        assert!(matches!(
+            Header::parse(&raw),
+            Err(DecodeError::MessageTooShort { length: 19 })
+        ));
         raw[3] = 22;
-        assert!(matches!(Header::parse(&raw), Err(DecodeError::MessageLengthUnaligned { .. })));
+        assert!(matches!(
+            Header::parse(&raw),
+            Err(DecodeError::MessageLengthUnaligned { .. })
+        ));
         raw[3] = 24;
-        assert!(matches!(Header::parse(&raw), Err(DecodeError::Truncated { needed: 24, .. })));
-        assert!(matches!(Header::parse(&raw[..5]), Err(DecodeError::Truncated { needed: 20, .. })));
+        assert!(matches!(
+            Header::parse(&raw),
+            Err(DecodeError::Truncated { needed: 24, .. })
+        ));
+        assert!(matches!(
+            Header::parse(&raw[..5]),
+            Err(DecodeError::Truncated { needed: 20, .. })
+        ));
     }
 
     #[test]

@@ -59,7 +59,8 @@ impl<'a> MessageView<'a> {
 
     /// The Session-Id, if the message carries a readable one.
     pub fn session_id(&self) -> Option<&'a str> {
-        self.find(dictionary::SESSION_ID.code).and_then(|avp| avp.utf8().ok())
+        self.find(dictionary::SESSION_ID.code)
+            .and_then(|avp| avp.utf8().ok())
     }
 
     /// Checks the command flags: a request must not have the E bit (RFC 6733 section 3;
@@ -101,11 +102,15 @@ fn walk_avps(avps: AvpIter<'_>, depth: u32) -> Result<usize, DecodeError> {
             _ => true,
         };
         if !valid {
-            return Err(DecodeError::InvalidAvpLength { avp: avp.location() });
+            return Err(DecodeError::InvalidAvpLength {
+                avp: avp.location(),
+            });
         }
         if def.ty == AvpType::Grouped {
             if depth >= MAX_GROUP_DEPTH {
-                return Err(DecodeError::InvalidAvpValue { avp: avp.location() });
+                return Err(DecodeError::InvalidAvpValue {
+                    avp: avp.location(),
+                });
             }
             count += walk_avps(avp.grouped(), depth + 1)?;
         }
@@ -129,7 +134,10 @@ impl Message {
 
     /// A borrowed view, for iterating AVPs and typed decoding.
     pub fn view(&self) -> MessageView<'_> {
-        MessageView { header: self.header, bytes: &self.bytes }
+        MessageView {
+            header: self.header,
+            bytes: &self.bytes,
+        }
     }
 
     /// The parsed header.
@@ -189,10 +197,16 @@ mod tests {
     fn rejects_trailing_bytes_and_e_bit_requests() {
         let mut bytes = vector("acr-interim.hex");
         bytes.extend_from_slice(&[0; 4]);
-        assert!(matches!(MessageView::parse(&bytes), Err(DecodeError::TrailingBytes { .. })));
+        assert!(matches!(
+            MessageView::parse(&bytes),
+            Err(DecodeError::TrailingBytes { .. })
+        ));
         bytes.truncate(bytes.len() - 4);
         bytes[4] |= 0x20;
         let view = MessageView::parse(&bytes).unwrap();
-        assert!(matches!(view.check_flags(), Err(DecodeError::InvalidHeaderBits { .. })));
+        assert!(matches!(
+            view.check_flags(),
+            Err(DecodeError::InvalidHeaderBits { .. })
+        ));
     }
 }

@@ -149,6 +149,9 @@ mod tests {
         assert!(ResultCode::CREDIT_LIMIT_REACHED.is_transient_failure());
         assert!(ResultCode::USER_UNKNOWN.is_permanent_failure());
         assert_eq!(ResultCode(5014).name(), Some("INVALID_AVP_LENGTH"));
-        assert_eq!(format!("{:?}", ResultCode(4012)), "4012(CREDIT_LIMIT_REACHED)");
+        assert_eq!(
+            format!("{:?}", ResultCode(4012)),
+            "4012(CREDIT_LIMIT_REACHED)"
+        );
     }
 }

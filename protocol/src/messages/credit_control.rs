@@ -7,8 +7,7 @@ use smallvec::SmallVec;
 use crate::avp::DiameterTime;
 use crate::avp_struct;
 use crate::dictionary::{
-    CcRequestType, FinalUnitAction, MultipleServicesIndicator, SubscriptionIdType,
-    TerminationCause,
+    CcRequestType, FinalUnitAction, MultipleServicesIndicator, SubscriptionIdType, TerminationCause,
 };
 use crate::grammar::FailedAvpData;
 use crate::result_code::ResultCode;

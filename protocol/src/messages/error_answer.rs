@@ -62,7 +62,9 @@ impl<'a> ErrorAnswer<'a> {
     /// required. Fails with 3001 on a request.
     pub fn decode(view: &MessageView<'a>) -> Result<Self, DecodeError> {
         if view.header().is_request() {
-            return Err(DecodeError::CommandUnsupported { command: view.header().command });
+            return Err(DecodeError::CommandUnsupported {
+                command: view.header().command,
+            });
         }
         Self::decode_avps_with(view.avps(), false)
     }
@@ -71,7 +73,9 @@ impl<'a> ErrorAnswer<'a> {
     /// P copied, and the E bit when the Result-Code is a protocol error.
     pub fn encode(&self, request: &MessageView<'_>, buf: &mut BytesMut) -> usize {
         let header = request.header();
-        let mut flags = header.flags.without(CommandFlags::REQUEST.with(CommandFlags::RETRANSMIT));
+        let mut flags = header
+            .flags
+            .without(CommandFlags::REQUEST.with(CommandFlags::RETRANSMIT));
         flags = flags.without(CommandFlags::RESERVED);
         if self.result_code.is_protocol_error() {
             flags = flags.with(CommandFlags::ERROR);
@@ -111,14 +115,20 @@ pub fn encode_error_answer(
     origin_realm: &str,
     buf: &mut BytesMut,
 ) -> Option<usize> {
-    let Disposition::Answer { result_code, failed_avp } = error.disposition() else {
+    let Disposition::Answer {
+        result_code,
+        failed_avp,
+    } = error.disposition()
+    else {
         return None;
     };
     let header = request.header();
     if !header.is_request() {
         return None;
     }
-    let mut flags = header.flags.without(CommandFlags::REQUEST.with(CommandFlags::RETRANSMIT));
+    let mut flags = header
+        .flags
+        .without(CommandFlags::REQUEST.with(CommandFlags::RETRANSMIT));
     flags = flags.without(CommandFlags::RESERVED);
     let protocol_error = result_code.is_protocol_error();
     if protocol_error {
@@ -157,7 +167,11 @@ pub fn encode_error_answer(
                     None => zero_filled(g, at.code, at.vendor, at.flags),
                 }
             }
-            FailedAvp::ZeroFilled { code, vendor, flags } => zero_filled(g, code, vendor, flags),
+            FailedAvp::ZeroFilled {
+                code,
+                vendor,
+                flags,
+            } => zero_filled(g, code, vendor, flags),
         });
     }
     Some(w.finish())

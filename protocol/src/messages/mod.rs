@@ -29,3 +29,6 @@ pub use credit_control::{
 };
 pub use error_answer::{encode_error_answer, ErrorAnswer};
 pub use session::{Asa, Asr, Raa, Rar};
+
+#[cfg(test)]
+mod tests;
