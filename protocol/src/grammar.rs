@@ -166,8 +166,18 @@ enumerated_values!(
 
 /// The raw content of a Failed-AVP (its member AVPs, undecoded: they are whatever was
 /// wrong with some message).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
 pub struct FailedAvpData<'a>(pub &'a [u8]);
+
+impl std::fmt::Debug for FailedAvpData<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailedAvpData(")?;
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        f.write_str(")")
+    }
+}
 
 impl<'a> AvpValue<'a> for FailedAvpData<'a> {
     fn decode_avp(_: &AvpDef, avp: &Avp<'a>) -> Result<Self, DecodeError> {
