@@ -1,2 +1,3 @@
 //! Integration tests of the protocol crate, one binary: wire vectors, interop with an
 //! independent decoder.
+mod vectors;
