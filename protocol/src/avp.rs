@@ -374,7 +374,7 @@ mod tests {
         out.push(flags);
         out.extend_from_slice(&len.to_be_bytes()[1..]);
         out.extend_from_slice(data);
-        while out.len() % 4 != 0 {
+        while !out.len().is_multiple_of(4) {
             out.push(0);
         }
         out

@@ -46,6 +46,31 @@ impl AvpLocation {
     }
 }
 
+impl std::fmt::Display for AvpLocation {
+    /// "Session-Id (263) at offset 20", or "AVP 99999 (vendor 10415) at offset 20".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} at offset {}",
+            AvpName(self.code, self.vendor),
+            self.offset
+        )
+    }
+}
+
+/// An AVP named from the dictionary when it is there (vendor included in the lookup).
+struct AvpName(AvpCode, Option<VendorId>);
+
+impl std::fmt::Display for AvpName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (crate::dictionary::lookup(self.0, self.1), self.1) {
+            (Some(def), _) => write!(f, "{} ({})", def.name, self.0 .0),
+            (None, Some(vendor)) => write!(f, "{} (vendor {})", self.0 .0, vendor.0),
+            (None, None) => write!(f, "{}", self.0 .0),
+        }
+    }
+}
+
 /// Everything that can be wrong with a received message.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,37 +124,37 @@ pub enum DecodeError {
         flags: CommandFlags,
     },
     /// AVP flags inconsistent with the AVP's definition.
-    #[error("invalid flags on AVP {:?}", avp.code)]
+    #[error("invalid flags on AVP {avp}")]
     InvalidAvpBits {
         /// The offending AVP.
         avp: AvpLocation,
     },
     /// An AVP Length below its header, past the end of its container, or wrong for its type.
-    #[error("invalid length {} of AVP {:?} at offset {}", avp.length, avp.code, avp.offset)]
+    #[error("invalid length {} of AVP {avp}", avp.length)]
     InvalidAvpLength {
         /// The offending AVP.
         avp: AvpLocation,
     },
     /// Padding that is missing or not zero.
-    #[error("bad padding after AVP {:?} at offset {}", avp.code, avp.offset)]
+    #[error("bad padding after AVP {avp}")]
     InvalidAvpPadding {
         /// The offending AVP.
         avp: AvpLocation,
     },
     /// A value that its type or the dictionary does not allow.
-    #[error("invalid value of AVP {:?} at offset {}", avp.code, avp.offset)]
+    #[error("invalid value of AVP {avp}")]
     InvalidAvpValue {
         /// The offending AVP.
         avp: AvpLocation,
     },
     /// An AVP with the M bit that this command does not know.
-    #[error("unsupported mandatory AVP {:?} at offset {}", avp.code, avp.offset)]
+    #[error("unsupported mandatory AVP {avp}")]
     AvpUnsupported {
         /// The offending AVP.
         avp: AvpLocation,
     },
     /// A required AVP is absent.
-    #[error("missing AVP {code:?}")]
+    #[error("missing AVP {}", AvpName(*code, *vendor))]
     MissingAvp {
         /// The missing AVP's code.
         code: AvpCode,
@@ -137,7 +162,7 @@ pub enum DecodeError {
         vendor: Option<VendorId>,
     },
     /// An AVP appears more often than the command's grammar allows.
-    #[error("AVP {:?} occurs too many times (offset {})", avp.code, avp.offset)]
+    #[error("AVP {avp} occurs too many times")]
     AvpOccursTooManyTimes {
         /// The first occurrence beyond the allowed count.
         avp: AvpLocation,

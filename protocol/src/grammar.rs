@@ -26,6 +26,13 @@ pub trait AvpValue<'a>: Sized {
     fn decode_avp(def: &AvpDef, avp: &Avp<'a>) -> Result<Self, DecodeError>;
     /// Writes the value as an AVP defined by `def`.
     fn encode_avp(&self, def: &AvpDef, w: &mut AvpWriter<'_>);
+
+    /// Reads the value, refusing unknown M-bit AVPs inside it only when `strict` (Grouped
+    /// values override this; for the others it is [`decode_avp`](Self::decode_avp)).
+    fn decode_avp_with(def: &AvpDef, avp: &Avp<'a>, strict: bool) -> Result<Self, DecodeError> {
+        let _ = strict;
+        Self::decode_avp(def, avp)
+    }
 }
 
 impl<'a> AvpValue<'a> for u32 {
@@ -299,7 +306,7 @@ macro_rules! avp_struct {
                         match avp.code().0 {
                             $(
                                 $crate::dictionary::codes::$def => {
-                                    $crate::avp_struct!(@store $fkind $field, $def, avp);
+                                    $crate::avp_struct!(@store $fkind $field, $def, avp, strict);
                                     continue;
                                 }
                             )*
@@ -332,17 +339,25 @@ macro_rules! avp_struct {
     (@init opt $ty:ty) => { None::<$ty> };
     (@init many $ty:ty) => { <$ty>::default() };
 
-    (@store one $field:ident, $def:ident, $avp:ident) => {
-        $crate::avp_struct!(@store opt $field, $def, $avp)
+    (@store one $field:ident, $def:ident, $avp:ident, $strict:ident) => {
+        $crate::avp_struct!(@store opt $field, $def, $avp, $strict)
     };
-    (@store opt $field:ident, $def:ident, $avp:ident) => {{
+    (@store opt $field:ident, $def:ident, $avp:ident, $strict:ident) => {{
         if $field.is_some() {
             return Err($crate::error::DecodeError::AvpOccursTooManyTimes { avp: $avp.location() });
         }
-        $field = Some($crate::grammar::AvpValue::decode_avp(&$crate::dictionary::$def, &$avp)?);
+        $field = Some($crate::grammar::AvpValue::decode_avp_with(
+            &$crate::dictionary::$def,
+            &$avp,
+            $strict,
+        )?);
     }};
-    (@store many $field:ident, $def:ident, $avp:ident) => {
-        $field.push($crate::grammar::AvpValue::decode_avp(&$crate::dictionary::$def, &$avp)?)
+    (@store many $field:ident, $def:ident, $avp:ident, $strict:ident) => {
+        $field.push($crate::grammar::AvpValue::decode_avp_with(
+            &$crate::dictionary::$def,
+            &$avp,
+            $strict,
+        )?)
     };
 
     (@finish one $field:ident, $def:ident) => {
@@ -375,6 +390,13 @@ macro_rules! avp_struct {
                 avp: &$crate::avp::Avp<$lt>,
             ) -> Result<Self, $crate::error::DecodeError> {
                 Self::decode_avps(avp.grouped())
+            }
+            fn decode_avp_with(
+                _: &$crate::dictionary::AvpDef,
+                avp: &$crate::avp::Avp<$lt>,
+                strict: bool,
+            ) -> Result<Self, $crate::error::DecodeError> {
+                Self::decode_avps_with(avp.grouped(), strict)
             }
             fn encode_avp(
                 &self,

@@ -256,7 +256,7 @@ pub(crate) fn check_message_length(length: u32, max: u32) -> Result<(), DecodeEr
     if (length as usize) < HEADER_LEN {
         return Err(DecodeError::MessageTooShort { length });
     }
-    if length % 4 != 0 {
+    if !length.is_multiple_of(4) {
         return Err(DecodeError::MessageLengthUnaligned { length });
     }
     if length > max {

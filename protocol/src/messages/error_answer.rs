@@ -149,10 +149,15 @@ pub fn encode_error_answer(
     w.utf8(&dictionary::ORIGIN_HOST, origin_host);
     w.utf8(&dictionary::ORIGIN_REALM, origin_realm);
     if !protocol_error {
-        // Stop at the first malformed AVP: everything after it is untrustworthy.
+        // Stop at the first malformed AVP: everything after it is untrustworthy. Each echoed
+        // AVP is single in the answer grammar, so only its first occurrence is copied.
+        let mut echoed = [false; ECHOED_AVPS.len()];
         for avp in request.avps().map_while(Result::ok) {
-            let code = avp.code().0;
-            if avp.vendor_id().is_none() && ECHOED_AVPS.contains(&code) && avp.data().len() == 4 {
+            let Some(index) = ECHOED_AVPS.iter().position(|&code| code == avp.code().0) else {
+                continue;
+            };
+            if avp.vendor_id().is_none() && avp.data().len() == 4 && !echoed[index] {
+                echoed[index] = true;
                 w.copy_encoded(&request.bytes()[avp.offset() as usize..][..avp.length() as usize]);
             }
         }
