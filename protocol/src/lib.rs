@@ -41,6 +41,7 @@ pub mod grammar;
 pub mod header;
 pub mod message;
 pub mod messages;
+pub mod peer;
 pub mod result_code;
 
 #[doc(hidden)]

@@ -1,0 +1,195 @@
+//! Duplicate detection for retransmitted requests (RFC 6733 sections 5.5.4 and 6.2.1).
+//!
+//! A client that loses a connection re-sends its pending requests elsewhere with the T flag
+//! and the same End-to-End id. Origin-Host plus End-to-End id identify a request; the cache
+//! remembers each request received recently, and its answer once sent, so that a
+//! retransmission is answered from the cache instead of being processed (charged) twice.
+//!
+//! One cache serves a whole node (all its connections: the retransmission usually arrives on
+//! another connection than the original). Entries live for a configured time and the cache
+//! holds at most a configured number; the oldest go first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::header::EndToEndId;
+
+/// Identifies a request across connections: a hash of its Origin-Host, and its End-to-End id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct DuplicateKey {
+    origin_host: u64,
+    end_to_end: u32,
+}
+
+impl DuplicateKey {
+    /// The key of a request from `origin_host` with `end_to_end`.
+    pub fn new(origin_host: &[u8], end_to_end: EndToEndId) -> Self {
+        // FNV-1a: fast for short host names; collisions also need equal End-to-End ids.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for &byte in origin_host {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        Self {
+            origin_host: hash,
+            end_to_end: end_to_end.0,
+        }
+    }
+}
+
+/// What the cache knows of a request.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Seen {
+    /// Not seen recently: process it (it is now recorded as in progress).
+    New,
+    /// Being processed: its answer will come; drop the duplicate.
+    InProgress,
+    /// Answered: re-send this answer (with the duplicate's hop-by-hop id).
+    Answered(Bytes),
+}
+
+#[derive(Debug)]
+enum Entry {
+    InProgress,
+    Answered(Bytes),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    entries: HashMap<DuplicateKey, Entry>,
+    order: VecDeque<(Instant, DuplicateKey)>,
+}
+
+/// The node-wide duplicate cache. Shared between connections behind an `Arc`.
+#[derive(Debug)]
+pub struct DuplicateCache {
+    inner: Mutex<Inner>,
+    lifetime: Duration,
+    capacity: usize,
+}
+
+impl DuplicateCache {
+    /// A cache keeping entries for `lifetime`, at most `capacity` of them. A capacity of 0
+    /// disables duplicate detection.
+    pub fn new(lifetime: Duration, capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            lifetime,
+            capacity,
+        }
+    }
+
+    /// Whether detection is enabled.
+    pub fn is_enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// Looks a request up, recording it as in progress if it is new.
+    pub fn check(&self, key: DuplicateKey, now: Instant) -> Seen {
+        if !self.is_enabled() {
+            return Seen::New;
+        }
+        let mut inner = self.lock();
+        self.evict(&mut inner, now);
+        match inner.entries.get(&key) {
+            Some(Entry::InProgress) => Seen::InProgress,
+            Some(Entry::Answered(answer)) => Seen::Answered(answer.clone()),
+            None => {
+                inner.entries.insert(key, Entry::InProgress);
+                inner.order.push_back((now + self.lifetime, key));
+                Seen::New
+            }
+        }
+    }
+
+    /// Records the answer sent to a request.
+    pub fn complete(&self, key: DuplicateKey, answer: Bytes) {
+        if !self.is_enabled() {
+            return;
+        }
+        if let Some(entry) = self.lock().entries.get_mut(&key) {
+            *entry = Entry::Answered(answer);
+        }
+    }
+
+    /// Forgets a request that will not be answered (its connection went away), so that a
+    /// retransmission is processed.
+    pub fn forget(&self, key: DuplicateKey) {
+        let mut inner = self.lock();
+        if let Some(Entry::InProgress) = inner.entries.get(&key) {
+            inner.entries.remove(&key);
+        }
+    }
+
+    /// How many requests are remembered.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the map consistent (single operations).
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn evict(&self, inner: &mut Inner, now: Instant) {
+        while let Some(&(expiry, key)) = inner.order.front() {
+            if expiry > now && inner.order.len() < self.capacity {
+                break;
+            }
+            inner.order.pop_front();
+            inner.entries.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_requests_and_answers_until_they_expire() {
+        let cache = DuplicateCache::new(Duration::from_secs(10), 100);
+        let t0 = Instant::now();
+        let key = DuplicateKey::new(b"gw1.example.net", EndToEndId(7));
+        let other = DuplicateKey::new(b"gw2.example.net", EndToEndId(7));
+        assert_eq!(cache.check(key, t0), Seen::New);
+        assert_eq!(cache.check(key, t0), Seen::InProgress);
+        assert_eq!(cache.check(other, t0), Seen::New);
+        cache.complete(key, Bytes::from_static(b"answer"));
+        assert_eq!(
+            cache.check(key, t0),
+            Seen::Answered(Bytes::from_static(b"answer"))
+        );
+        cache.forget(other);
+        assert_eq!(cache.check(other, t0), Seen::New);
+        assert_eq!(
+            cache.check(key, t0 + Duration::from_secs(11)),
+            Seen::New,
+            "expired"
+        );
+    }
+
+    #[test]
+    fn capacity_bounds_the_cache() {
+        let cache = DuplicateCache::new(Duration::from_secs(60), 3);
+        let t0 = Instant::now();
+        for id in 0..10 {
+            cache.check(DuplicateKey::new(b"h", EndToEndId(id)), t0);
+        }
+        assert!(cache.len() <= 3);
+        let off = DuplicateCache::new(Duration::from_secs(60), 0);
+        let key = DuplicateKey::new(b"h", EndToEndId(1));
+        assert_eq!(off.check(key, t0), Seen::New);
+        assert_eq!(off.check(key, t0), Seen::New);
+    }
+}
