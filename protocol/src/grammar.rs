@@ -1,6 +1,6 @@
 //! Command and Grouped AVP grammars (RFC 6733 section 3.2 CCF, section 4.4) as Rust types.
 //!
-//! A grammar is declared once with [`avp_struct!`]: a struct whose fields are the AVPs in the
+//! A grammar is declared once with [`avp_struct!`](crate::avp_struct): a struct whose fields are the AVPs in the
 //! order the ABNF lists them, each `one` (`{ AVP }` or `< AVP >`), `opt` (`[ AVP ]`) or
 //! `many` (`*[ AVP ]`). The macro derives a decoder (one pass over the AVPs, borrowing every
 //! string from the message, unknown M-bit AVPs refused with 5001, duplicates of single AVPs

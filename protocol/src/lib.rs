@@ -43,6 +43,8 @@ pub mod message;
 pub mod messages;
 pub mod peer;
 pub mod result_code;
+#[cfg(feature = "tokio")]
+pub mod transport;
 
 #[doc(hidden)]
 pub mod __private {
