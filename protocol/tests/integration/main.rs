@@ -3,4 +3,5 @@
 //! tokio transport over loopback sockets.
 mod otp;
 mod transport;
+mod tshark;
 mod vectors;
