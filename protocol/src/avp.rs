@@ -106,30 +106,37 @@ pub struct Avp<'a> {
 
 impl<'a> Avp<'a> {
     /// The AVP Code.
+    #[inline]
     pub fn code(&self) -> AvpCode {
         self.code
     }
     /// The AVP Flags.
+    #[inline]
     pub fn flags(&self) -> AvpFlags {
         self.flags
     }
     /// The Vendor-ID, when the V bit is set.
+    #[inline]
     pub fn vendor_id(&self) -> Option<VendorId> {
         self.vendor
     }
     /// Whether the M bit is set.
+    #[inline]
     pub fn is_mandatory(&self) -> bool {
         self.flags.is_mandatory()
     }
     /// The AVP Length field: header plus data, without padding.
+    #[inline]
     pub fn length(&self) -> u32 {
         self.length
     }
     /// Offset of this AVP's header from the start of its message.
+    #[inline]
     pub fn offset(&self) -> u32 {
         self.offset
     }
     /// The raw data, without header or padding.
+    #[inline]
     pub fn data(&self) -> &'a [u8] {
         self.data
     }
@@ -146,6 +153,7 @@ impl<'a> Avp<'a> {
         }
     }
 
+    #[inline]
     fn fixed<const N: usize>(&self) -> Result<[u8; N], DecodeError> {
         self.data
             .try_into()
@@ -155,36 +163,44 @@ impl<'a> Avp<'a> {
     }
 
     /// The value as Unsigned32 (also used for Enumerated values we treat as unsigned).
+    #[inline]
     pub fn u32(&self) -> Result<u32, DecodeError> {
         self.fixed::<4>().map(u32::from_be_bytes)
     }
     /// The value as Unsigned64.
+    #[inline]
     pub fn u64(&self) -> Result<u64, DecodeError> {
         self.fixed::<8>().map(u64::from_be_bytes)
     }
     /// The value as Integer32.
+    #[inline]
     pub fn i32(&self) -> Result<i32, DecodeError> {
         self.fixed::<4>().map(i32::from_be_bytes)
     }
     /// The value as Integer64.
+    #[inline]
     pub fn i64(&self) -> Result<i64, DecodeError> {
         self.fixed::<8>().map(i64::from_be_bytes)
     }
     /// The value as Enumerated (an Integer32 on the wire).
+    #[inline]
     pub fn enumerated(&self) -> Result<i32, DecodeError> {
         self.i32()
     }
     /// The value as OctetString.
+    #[inline]
     pub fn octets(&self) -> &'a [u8] {
         self.data
     }
     /// The value as UTF8String; invalid UTF-8 is 5004 INVALID_AVP_VALUE.
+    #[inline]
     pub fn utf8(&self) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.data).map_err(|_| DecodeError::InvalidAvpValue {
             avp: self.location(),
         })
     }
     /// The value as DiameterIdentity: a non-empty FQDN or realm, ASCII only.
+    #[inline]
     pub fn identity(&self) -> Result<&'a str, DecodeError> {
         let valid = !self.data.is_empty() && self.data.iter().all(|&b| b.is_ascii_graphic());
         if !valid {
@@ -196,6 +212,7 @@ impl<'a> Avp<'a> {
         self.utf8()
     }
     /// The value as Time: seconds since 1900-01-01 UTC, as in NTP.
+    #[inline]
     pub fn time(&self) -> Result<DiameterTime, DecodeError> {
         self.u32().map(DiameterTime)
     }
@@ -219,6 +236,7 @@ impl<'a> Avp<'a> {
         })
     }
     /// The AVPs inside a Grouped AVP, parsed lazily like the message's own.
+    #[inline]
     pub fn grouped(&self) -> AvpIter<'a> {
         let header = if self.vendor.is_some() {
             AVP_VENDOR_HEADER_LEN
@@ -290,20 +308,17 @@ pub struct AvpIter<'a> {
 
 impl<'a> AvpIter<'a> {
     /// Iterates the AVPs in `buf`, which starts `offset` bytes into its message.
+    #[inline]
     pub fn new(buf: &'a [u8], offset: u32) -> Self {
         Self { rest: buf, offset }
     }
 
+    #[inline]
     fn parse_next(&mut self) -> Result<Avp<'a>, DecodeError> {
         let buf = self.rest;
         let offset = self.offset;
         let Some(head) = buf.first_chunk::<AVP_HEADER_LEN>() else {
-            // Fewer than eight bytes left: a truncated AVP header. Quote what is there.
-            let code = buf.first_chunk::<4>().map_or(0, |c| u32::from_be_bytes(*c));
-            let flags = buf.get(4).copied().unwrap_or(0);
-            return Err(DecodeError::InvalidAvpLength {
-                avp: AvpLocation::broken(code, None, flags, offset, buf.len() as u32),
-            });
+            return Err(truncated_header(buf, offset));
         };
         let code = read_u32(&head[..4]);
         let flags = AvpFlags(head[4]);
@@ -311,27 +326,20 @@ impl<'a> AvpIter<'a> {
         let (vendor, header_len) = if flags.is_vendor() {
             match buf.get(8..12) {
                 Some(v) => (Some(VendorId(read_u32(v))), AVP_VENDOR_HEADER_LEN),
-                None => {
-                    return Err(DecodeError::InvalidAvpLength {
-                        avp: AvpLocation::broken(code, None, flags.0, offset, length),
-                    })
-                }
+                None => return Err(invalid_length(code, None, flags, offset, length)),
             }
         } else {
             (None, AVP_HEADER_LEN)
         };
-        let broken = || AvpLocation::broken(code, vendor, flags.0, offset, length);
         let length_usize = length as usize;
         if length_usize < header_len || length_usize > buf.len() {
-            return Err(DecodeError::InvalidAvpLength { avp: broken() });
+            return Err(invalid_length(code, vendor, flags, offset, length));
         }
         let padded = (length_usize + 3) & !3;
-        let Some(padding) = buf.get(length_usize..padded) else {
-            // The data fits but its padding does not: the enclosing length is wrong.
-            return Err(DecodeError::InvalidAvpPadding { avp: broken() });
-        };
-        if padding.iter().any(|&b| b != 0) {
-            return Err(DecodeError::InvalidAvpPadding { avp: broken() });
+        // The data fits; its padding must fit too and be zero.
+        match buf.get(length_usize..padded) {
+            Some(padding) if padding.iter().all(|&b| b == 0) => {}
+            _ => return Err(invalid_padding(code, vendor, flags, offset, length)),
         }
         let avp = Avp {
             code: AvpCode(code),
@@ -347,9 +355,51 @@ impl<'a> AvpIter<'a> {
     }
 }
 
+// The error paths are cold and out of line, so the hot loop stays small enough to inline.
+
+#[cold]
+#[inline(never)]
+fn truncated_header(buf: &[u8], offset: u32) -> DecodeError {
+    // Fewer than eight bytes left: a truncated AVP header. Quote what is there.
+    let code = buf.first_chunk::<4>().map_or(0, |c| u32::from_be_bytes(*c));
+    let flags = buf.get(4).copied().unwrap_or(0);
+    DecodeError::InvalidAvpLength {
+        avp: AvpLocation::broken(code, None, flags, offset, buf.len() as u32),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn invalid_length(
+    code: u32,
+    vendor: Option<VendorId>,
+    flags: AvpFlags,
+    offset: u32,
+    length: u32,
+) -> DecodeError {
+    DecodeError::InvalidAvpLength {
+        avp: AvpLocation::broken(code, vendor, flags.0, offset, length),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn invalid_padding(
+    code: u32,
+    vendor: Option<VendorId>,
+    flags: AvpFlags,
+    offset: u32,
+    length: u32,
+) -> DecodeError {
+    DecodeError::InvalidAvpPadding {
+        avp: AvpLocation::broken(code, vendor, flags.0, offset, length),
+    }
+}
+
 impl<'a> Iterator for AvpIter<'a> {
     type Item = Result<Avp<'a>, DecodeError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;

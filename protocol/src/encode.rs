@@ -54,6 +54,7 @@ impl<'b> AvpWriter<'b> {
     }
 
     /// Writes an AVP header for `data_len` bytes of data (no padding yet).
+    #[inline]
     fn header(
         &mut self,
         code: AvpCode,
@@ -61,30 +62,27 @@ impl<'b> AvpWriter<'b> {
         vendor: Option<VendorId>,
         data_len: usize,
     ) {
-        let header_len = if vendor.is_some() {
-            AVP_HEADER_LEN + 4
-        } else {
-            AVP_HEADER_LEN
+        let mut header = [0u8; AVP_HEADER_LEN + 4];
+        header[..4].copy_from_slice(&code.0.to_be_bytes());
+        let (header_len, flags) = match vendor {
+            Some(vendor) => {
+                header[8..].copy_from_slice(&vendor.0.to_be_bytes());
+                (AVP_HEADER_LEN + 4, flags.with(AvpFlags::VENDOR))
+            }
+            None => (AVP_HEADER_LEN, flags),
         };
-        let flags = match vendor {
-            Some(_) => flags.with(AvpFlags::VENDOR),
-            None => flags,
-        };
-        let length = (header_len + data_len) as u32;
-        self.buf.reserve(header_len + data_len + 3);
-        self.buf.put_u32(code.0);
-        self.buf
-            .put_u32((u32::from(flags.0) << 24) | (length & 0x00ff_ffff));
-        if let Some(vendor) = vendor {
-            self.buf.put_u32(vendor.0);
-        }
+        let length = (header_len + data_len) as u32 & 0x00ff_ffff;
+        header[4..8].copy_from_slice(&((u32::from(flags.0) << 24) | length).to_be_bytes());
+        self.buf.put_slice(&header[..header_len]);
     }
 
+    #[inline]
     fn pad(&mut self, data_len: usize) {
         self.buf.put_slice(&PADDING[..(4 - data_len % 4) % 4]);
     }
 
     /// Writes an AVP with any code, flags and vendor, and raw data.
+    #[inline]
     pub fn raw(&mut self, code: AvpCode, flags: AvpFlags, vendor: Option<VendorId>, data: &[u8]) {
         self.header(code, flags, vendor, data.len());
         self.buf.put_slice(data);
@@ -92,40 +90,48 @@ impl<'b> AvpWriter<'b> {
     }
 
     /// Copies a complete, already encoded AVP (header included), adding padding if needed.
+    #[inline]
     pub fn copy_encoded(&mut self, avp: &[u8]) {
         self.buf.put_slice(avp);
         self.pad(avp.len());
     }
 
     /// Writes an AVP with the definition's code, vendor and flags and raw data.
+    #[inline]
     pub fn octets(&mut self, def: &AvpDef, data: &[u8]) {
         self.raw(def.code, def.flags, def.vendor, data);
     }
     /// Writes a UTF8String, DiameterIdentity or DiameterURI.
+    #[inline]
     pub fn utf8(&mut self, def: &AvpDef, value: &str) {
         self.octets(def, value.as_bytes());
     }
     /// Writes an Unsigned32.
+    #[inline]
     pub fn u32(&mut self, def: &AvpDef, value: u32) {
         self.header(def.code, def.flags, def.vendor, 4);
         self.buf.put_u32(value);
     }
     /// Writes an Unsigned64.
+    #[inline]
     pub fn u64(&mut self, def: &AvpDef, value: u64) {
         self.header(def.code, def.flags, def.vendor, 8);
         self.buf.put_u64(value);
     }
     /// Writes an Integer32 or Enumerated.
+    #[inline]
     pub fn i32(&mut self, def: &AvpDef, value: i32) {
         self.header(def.code, def.flags, def.vendor, 4);
         self.buf.put_i32(value);
     }
     /// Writes an Integer64.
+    #[inline]
     pub fn i64(&mut self, def: &AvpDef, value: i64) {
         self.header(def.code, def.flags, def.vendor, 8);
         self.buf.put_i64(value);
     }
     /// Writes a Time.
+    #[inline]
     pub fn time(&mut self, def: &AvpDef, value: DiameterTime) {
         self.u32(def, value.0);
     }
@@ -146,6 +152,7 @@ impl<'b> AvpWriter<'b> {
     }
 
     /// Writes a Grouped AVP: `members` writes its AVPs, then the length is back-patched.
+    #[inline]
     pub fn group(&mut self, def: &AvpDef, members: impl FnOnce(&mut AvpWriter<'_>)) {
         let start = self.buf.len();
         self.header(def.code, def.flags, def.vendor, 0);
@@ -198,6 +205,7 @@ impl<'b> MessageWriter<'b> {
     }
 
     /// Patches the message length and returns it.
+    #[inline]
     pub fn finish(self) -> usize {
         let buf = self.avps.buf;
         let length = buf.len() - self.start;

@@ -191,7 +191,9 @@ impl<'a> AvpValue<'a> for FailedAvpData<'a> {
         Ok(Self(avp.data()))
     }
     fn encode_avp(&self, def: &AvpDef, w: &mut AvpWriter<'_>) {
-        w.group(def, |g| g.copy_encoded(self.0));
+        // Written back exactly as received (padding after, not inside), so that even a
+        // malformed Failed-AVP survives a round trip unchanged.
+        w.octets(def, self.0);
     }
 }
 

@@ -205,6 +205,7 @@ impl Header {
     /// assert_eq!(header.command, CommandCode::DEVICE_WATCHDOG);
     /// assert!(header.flags.is_request());
     /// ```
+    #[inline]
     pub fn parse(buf: &[u8]) -> Result<Self, DecodeError> {
         let Some(fixed) = buf.get(..HEADER_LEN) else {
             return Err(DecodeError::Truncated {
@@ -252,6 +253,7 @@ impl Header {
 }
 
 /// Checks a Message Length field against the rules that make a stream re-synchronisable.
+#[inline]
 pub(crate) fn check_message_length(length: u32, max: u32) -> Result<(), DecodeError> {
     if (length as usize) < HEADER_LEN {
         return Err(DecodeError::MessageTooShort { length });
@@ -265,10 +267,12 @@ pub(crate) fn check_message_length(length: u32, max: u32) -> Result<(), DecodeEr
     Ok(())
 }
 
+#[inline]
 pub(crate) fn read_u24(b: &[u8]) -> u32 {
     (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
 }
 
+#[inline]
 pub(crate) fn read_u32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }

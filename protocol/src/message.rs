@@ -23,6 +23,7 @@ impl<'a> MessageView<'a> {
     /// Parses the header of the message that fills `bytes` exactly. Only errors that make
     /// the message unusable (framing errors) are reported here; AVP errors surface while
     /// iterating.
+    #[inline]
     pub fn parse(bytes: &'a [u8]) -> Result<Self, DecodeError> {
         let header = Header::parse(bytes)?;
         if header.length as usize != bytes.len() {
@@ -35,16 +36,19 @@ impl<'a> MessageView<'a> {
     }
 
     /// The parsed header.
+    #[inline]
     pub fn header(&self) -> &Header {
         &self.header
     }
 
     /// The whole message as received.
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes
     }
 
     /// The top-level AVPs, parsed one at a time.
+    #[inline]
     pub fn avps(&self) -> AvpIter<'a> {
         AvpIter::new(&self.bytes[HEADER_LEN..], HEADER_LEN as u32)
     }
@@ -133,6 +137,7 @@ impl Message {
     }
 
     /// A borrowed view, for iterating AVPs and typed decoding.
+    #[inline]
     pub fn view(&self) -> MessageView<'_> {
         MessageView {
             header: self.header,
@@ -141,11 +146,13 @@ impl Message {
     }
 
     /// The parsed header.
+    #[inline]
     pub fn header(&self) -> &Header {
         &self.header
     }
 
     /// The bytes of the message.
+    #[inline]
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
     }

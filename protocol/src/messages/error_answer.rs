@@ -76,7 +76,8 @@ impl<'a> ErrorAnswer<'a> {
         let mut flags = header
             .flags
             .without(CommandFlags::REQUEST.with(CommandFlags::RETRANSMIT));
-        flags = flags.without(CommandFlags::RESERVED);
+        // E is set below only for protocol errors, whatever the request carried (RFC 6733 3).
+        flags = flags.without(CommandFlags::RESERVED.with(CommandFlags::ERROR));
         if self.result_code.is_protocol_error() {
             flags = flags.with(CommandFlags::ERROR);
         }
@@ -129,7 +130,8 @@ pub fn encode_error_answer(
     let mut flags = header
         .flags
         .without(CommandFlags::REQUEST.with(CommandFlags::RETRANSMIT));
-    flags = flags.without(CommandFlags::RESERVED);
+    // E is set below only for protocol errors, whatever the request carried (RFC 6733 3).
+    flags = flags.without(CommandFlags::RESERVED.with(CommandFlags::ERROR));
     let protocol_error = result_code.is_protocol_error();
     if protocol_error {
         flags = flags.with(CommandFlags::ERROR);

@@ -338,3 +338,40 @@ fn reference_ccr_decodes_as_documented() {
     assert_eq!(mscc.used_service_units[0].cc_total_octets, Some(5_242_880));
     assert_eq!(mscc.rating_group, Some(10));
 }
+
+/// Found by fuzzing (fuzz/corpus/decode_message/seed-regression-error-answer-copies-e-bit):
+/// a request with the E bit and a bad AVP got a 5014 answer that kept the E bit.
+#[test]
+fn regression_error_answer_sets_e_only_for_protocol_errors() {
+    let request =
+        hex::decode("01000024a0000118000000000000000100000002000001164000000d0000000000000000")
+            .expect("hex");
+    let view = MessageView::parse(&request).expect("header");
+    let error = view.walk().expect_err("Origin-State-Id has 5 bytes");
+    let mut out = BytesMut::new();
+    encode_error_answer(&view, &error, "pdf.example.net", "example.net", &mut out)
+        .expect("answerable");
+    let answer = MessageView::parse(&out).expect("answer");
+    assert_eq!(error.result_code(), ResultCode::INVALID_AVP_LENGTH);
+    assert!(
+        !answer.header().flags.is_error(),
+        "5014 is not a protocol error"
+    );
+}
+
+/// Found by fuzzing (seed-regression-failed-avp-unpadded-data): a Failed-AVP whose content is
+/// not a multiple of four grew by its padding in a decode/encode round trip.
+#[test]
+fn regression_failed_avp_with_unpadded_content_round_trips() {
+    let bytes = hex::decode(
+        "01000048000001180000000000000007000000080000010c4000000c000007d1000001084000000b612e\
+         6200000001284000000962000000000001174000000d0102030405000000",
+    )
+    .expect("hex");
+    let view = MessageView::parse(&bytes).expect("header");
+    let dwa = Dwa::decode(&view).expect("a DWA");
+    assert_eq!(dwa.failed_avp.map(|f| f.0.len()), Some(5));
+    let mut out = BytesMut::new();
+    dwa.encode(Envelope::answer_to(view.header()), &mut out);
+    assert_eq!(&out[..], &bytes[..], "re-encoded byte for byte");
+}
