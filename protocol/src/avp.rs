@@ -313,7 +313,8 @@ impl<'a> AvpIter<'a> {
         Self { rest: buf, offset }
     }
 
-    #[inline]
+    // Always inlined: returned through memory, the large Result stalls store forwarding.
+    #[inline(always)]
     fn parse_next(&mut self) -> Result<Avp<'a>, DecodeError> {
         let buf = self.rest;
         let offset = self.offset;
@@ -399,7 +400,7 @@ fn invalid_padding(
 impl<'a> Iterator for AvpIter<'a> {
     type Item = Result<Avp<'a>, DecodeError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;

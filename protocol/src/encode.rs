@@ -40,8 +40,6 @@ use crate::header::{
     ApplicationId, CommandCode, CommandFlags, EndToEndId, Header, HopByHopId, HEADER_LEN,
 };
 
-const PADDING: [u8; 3] = [0; 3];
-
 /// Writes AVPs into a buffer; the same type writes a message body and a Grouped AVP's body.
 pub struct AvpWriter<'b> {
     buf: &'b mut BytesMut,
@@ -55,30 +53,35 @@ impl<'b> AvpWriter<'b> {
 
     /// Writes an AVP header for `data_len` bytes of data (no padding yet).
     #[inline]
-    fn header(
-        &mut self,
-        code: AvpCode,
-        flags: AvpFlags,
-        vendor: Option<VendorId>,
-        data_len: usize,
-    ) {
-        let mut header = [0u8; AVP_HEADER_LEN + 4];
+    fn header(&mut self, code: AvpCode, flags: AvpFlags, vendor: Option<VendorId>, data_len: usize) {
+        // Fixed-size appends only: a copy of variable length becomes a call to memmove,
+        // which costs more than the rest of a small AVP.
+        let mut header = [0u8; AVP_HEADER_LEN];
         header[..4].copy_from_slice(&code.0.to_be_bytes());
-        let (header_len, flags) = match vendor {
+        match vendor {
             Some(vendor) => {
-                header[8..].copy_from_slice(&vendor.0.to_be_bytes());
-                (AVP_HEADER_LEN + 4, flags.with(AvpFlags::VENDOR))
+                let length = (AVP_HEADER_LEN + 4 + data_len) as u32 & 0x00ff_ffff;
+                let flags = flags.with(AvpFlags::VENDOR);
+                header[4..].copy_from_slice(&((u32::from(flags.0) << 24) | length).to_be_bytes());
+                self.buf.put_slice(&header);
+                self.buf.put_slice(&vendor.0.to_be_bytes());
             }
-            None => (AVP_HEADER_LEN, flags),
-        };
-        let length = (header_len + data_len) as u32 & 0x00ff_ffff;
-        header[4..8].copy_from_slice(&((u32::from(flags.0) << 24) | length).to_be_bytes());
-        self.buf.put_slice(&header[..header_len]);
+            None => {
+                let length = (AVP_HEADER_LEN + data_len) as u32 & 0x00ff_ffff;
+                header[4..].copy_from_slice(&((u32::from(flags.0) << 24) | length).to_be_bytes());
+                self.buf.put_slice(&header);
+            }
+        }
     }
 
     #[inline]
     fn pad(&mut self, data_len: usize) {
-        self.buf.put_slice(&PADDING[..(4 - data_len % 4) % 4]);
+        match data_len % 4 {
+            1 => self.buf.put_slice(&[0; 3]),
+            2 => self.buf.put_slice(&[0; 2]),
+            3 => self.buf.put_slice(&[0; 1]),
+            _ => {}
+        }
     }
 
     /// Writes an AVP with any code, flags and vendor, and raw data.
