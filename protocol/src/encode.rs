@@ -53,7 +53,13 @@ impl<'b> AvpWriter<'b> {
 
     /// Writes an AVP header for `data_len` bytes of data (no padding yet).
     #[inline]
-    fn header(&mut self, code: AvpCode, flags: AvpFlags, vendor: Option<VendorId>, data_len: usize) {
+    fn header(
+        &mut self,
+        code: AvpCode,
+        flags: AvpFlags,
+        vendor: Option<VendorId>,
+        data_len: usize,
+    ) {
         // Fixed-size appends only: a copy of variable length becomes a call to memmove,
         // which costs more than the rest of a small AVP.
         let mut header = [0u8; AVP_HEADER_LEN];

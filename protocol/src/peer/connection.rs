@@ -135,6 +135,9 @@ pub struct Peer {
     pending: PendingRequests,
     incoming_in_flight: usize,
     out: BytesMut,
+    /// Answers written to `out` since the last transmit, for the duplicate cache: they are
+    /// cached as slices of the transmitted buffer, without a copy.
+    answered: Vec<(DuplicateKey, usize, usize)>,
     events: VecDeque<Event>,
     stats: PeerStats,
     seed: u64,
@@ -152,6 +155,7 @@ impl Peer {
             pending: PendingRequests::default(),
             incoming_in_flight: 0,
             out: BytesMut::with_capacity(4096),
+            answered: Vec::new(),
             events: VecDeque::new(),
             stats: PeerStats::default(),
             seed,
@@ -709,7 +713,15 @@ impl Peer {
         if self.out.is_empty() {
             return None;
         }
-        Some(self.out.split().freeze())
+        let transmit = self.out.split().freeze();
+        if !self.answered.is_empty() {
+            let answers = self
+                .answered
+                .drain(..)
+                .map(|(key, start, end)| (key, transmit.slice(start..end)));
+            self.node.duplicates.complete_all(answers);
+        }
+        Some(transmit)
     }
 
     /// The next event for the application.

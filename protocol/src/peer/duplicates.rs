@@ -10,6 +10,7 @@
 //! holds at most a configured number; the oldest go first.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -57,9 +58,31 @@ enum Entry {
     Answered(Bytes),
 }
 
+/// The key is already a hash (FNV of the host) plus an id: mixing them is enough, SipHash
+/// per request would cost more than the rest of the lookup.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, value: u32) {
+        self.0 = (self.0 ^ u64::from(value)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<DuplicateKey, Entry>,
+    entries: HashMap<DuplicateKey, Entry, BuildHasherDefault<KeyHasher>>,
     order: VecDeque<(Instant, DuplicateKey)>,
 }
 
@@ -107,11 +130,19 @@ impl DuplicateCache {
 
     /// Records the answer sent to a request.
     pub fn complete(&self, key: DuplicateKey, answer: Bytes) {
+        self.complete_all([(key, answer)]);
+    }
+
+    /// Records many answers under one lock (a connection's write batch).
+    pub fn complete_all(&self, answers: impl IntoIterator<Item = (DuplicateKey, Bytes)>) {
         if !self.is_enabled() {
             return;
         }
-        if let Some(entry) = self.lock().entries.get_mut(&key) {
-            *entry = Entry::Answered(answer);
+        let mut inner = self.lock();
+        for (key, answer) in answers {
+            if let Some(entry) = inner.entries.get_mut(&key) {
+                *entry = Entry::Answered(answer);
+            }
         }
     }
 
