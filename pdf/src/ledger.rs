@@ -1,0 +1,179 @@
+//! Accounts and their books.
+//!
+//! Money only moves between three places per account: `balance` (free), `reserved` (held for
+//! live sessions) and `debited` (charged). So the books balance when, for every account,
+//! `initial == balance + reserved + debited`. A charge beyond what a session reserved is
+//! taken from the balance, which may then go negative (the gateway used more than it was
+//! granted): the money is still charged, exactly once, and the books still balance.
+
+use serde::Serialize;
+
+/// No session: the end of an account's session list.
+pub const NO_SESSION: u32 = u32::MAX;
+
+/// One account: 40 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Account {
+    /// Opening balance (after recovery: opening balance as generated).
+    pub initial: i64,
+    /// Free money.
+    pub balance: i64,
+    /// Money held by live sessions.
+    pub reserved: i64,
+    /// Money charged.
+    pub debited: i64,
+    /// First live session (an index in the session table), or [`NO_SESSION`].
+    #[serde(skip)]
+    pub first_session: u32,
+    /// Live sessions drawing on the account.
+    pub sessions: u32,
+}
+
+/// A break in the books.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Imbalance {
+    /// The account.
+    pub account: u32,
+    /// Its state.
+    pub state: Account,
+    /// What is wrong.
+    pub problem: &'static str,
+}
+
+/// All accounts.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    accounts: Vec<Account>,
+}
+
+impl Ledger {
+    /// Opens `count` accounts with their initial balances.
+    pub fn new(count: u32, initial: impl Fn(u32) -> i64) -> Self {
+        let accounts = (0..count)
+            .map(|id| {
+                let initial = initial(id);
+                Account {
+                    initial,
+                    balance: initial,
+                    reserved: 0,
+                    debited: 0,
+                    first_session: NO_SESSION,
+                    sessions: 0,
+                }
+            })
+            .collect();
+        Self { accounts }
+    }
+
+    /// Number of accounts.
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// One account.
+    pub fn get(&self, id: u32) -> Option<&Account> {
+        self.accounts.get(id as usize)
+    }
+
+    pub(crate) fn get_mut(&mut self, id: u32) -> &mut Account {
+        &mut self.accounts[id as usize]
+    }
+
+    /// All accounts.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Account)> {
+        self.accounts.iter().enumerate().map(|(i, a)| (i as u32, a))
+    }
+
+    /// Moves up to `amount` from the balance to the reservation; returns what was reserved.
+    pub fn reserve(&mut self, id: u32, amount: i64) -> i64 {
+        let account = self.get_mut(id);
+        let granted = amount.min(account.balance).max(0);
+        account.balance -= granted;
+        account.reserved += granted;
+        granted
+    }
+
+    /// Charges `amount`: first from `held` (what this session reserved), then from the
+    /// balance. Returns what is left of `held`.
+    pub fn debit(&mut self, id: u32, held: i64, amount: i64) -> i64 {
+        let account = self.get_mut(id);
+        let from_held = amount.min(held);
+        account.reserved -= from_held;
+        account.balance -= amount - from_held;
+        account.debited += amount;
+        held - from_held
+    }
+
+    /// Returns a session's unused reservation to the balance.
+    pub fn release(&mut self, id: u32, held: i64) {
+        let account = self.get_mut(id);
+        account.reserved -= held;
+        account.balance += held;
+    }
+
+    /// Charges an amount recovered from the journal (no session holds anything after a
+    /// restart).
+    pub fn recover_debit(&mut self, id: u32, debited: i64) {
+        if let Some(account) = self.accounts.get_mut(id as usize) {
+            account.debited += debited;
+            account.balance -= debited;
+        }
+    }
+
+    /// Every account whose books do not balance (empty when all is well).
+    pub fn check(&self) -> Vec<Imbalance> {
+        self.iter()
+            .filter_map(|(id, a)| {
+                let problem = if a.initial != a.balance + a.reserved + a.debited {
+                    "initial != balance + reserved + debited"
+                } else if a.reserved < 0 || a.debited < 0 {
+                    "negative reservation or debit"
+                } else {
+                    return None;
+                };
+                Some(Imbalance {
+                    account: id,
+                    state: *a,
+                    problem,
+                })
+            })
+            .collect()
+    }
+
+    /// Totals over all accounts: (balance, reserved, debited).
+    pub fn totals(&self) -> (i64, i64, i64) {
+        self.accounts.iter().fold((0, 0, 0), |(b, r, d), a| {
+            (b + a.balance, r + a.reserved, d + a.debited)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_moves_and_the_books_balance() {
+        let mut ledger = Ledger::new(2, |id| 100 * (i64::from(id) + 1));
+        assert_eq!(ledger.reserve(0, 60), 60);
+        assert_eq!(ledger.reserve(0, 60), 40, "only what is left");
+        assert_eq!(
+            ledger.debit(0, 60, 70),
+            0,
+            "10 beyond the hold comes from the balance"
+        );
+        ledger.release(0, 40);
+        let a = ledger.get(0).expect("account");
+        assert_eq!((a.balance, a.reserved, a.debited), (30, 0, 70));
+        assert!(ledger.check().is_empty());
+        ledger.recover_debit(1, 250);
+        assert_eq!(ledger.get(1).map(|a| a.balance), Some(-50));
+        assert!(ledger.check().is_empty());
+        assert_eq!(std::mem::size_of::<Account>(), 40);
+    }
+}

@@ -1,0 +1,2 @@
+//! The `pdf` binary.
+fn main() {}
