@@ -21,6 +21,18 @@ pub enum Unit {
 }
 
 impl Unit {
+    /// A service unit holding `units` in this unit's field (CC-Time, CC-Total-Octets or
+    /// CC-Service-Specific-Units).
+    pub fn service_unit(self, units: u64) -> protocol::messages::ServiceUnit {
+        let mut unit = protocol::messages::ServiceUnit::default();
+        match self {
+            Self::Second => unit.cc_time = Some(u32::try_from(units).unwrap_or(u32::MAX)),
+            Self::Megabyte => unit.cc_total_octets = Some(units),
+            Self::Event => unit.cc_service_specific_units = Some(units),
+        }
+        unit
+    }
+
     /// How many of the counted units (seconds, octets, events) one priced unit is.
     fn scale(self) -> u64 {
         match self {
@@ -164,13 +176,7 @@ impl Service {
 
     /// A service unit holding `units` in this service's field.
     pub fn unit_of(&self, units: u64) -> protocol::messages::ServiceUnit {
-        let mut unit = protocol::messages::ServiceUnit::default();
-        match self.unit {
-            Unit::Second => unit.cc_time = Some(u32::try_from(units).unwrap_or(u32::MAX)),
-            Unit::Megabyte => unit.cc_total_octets = Some(units),
-            Unit::Event => unit.cc_service_specific_units = Some(units),
-        }
-        unit
+        self.unit.service_unit(units)
     }
 }
 

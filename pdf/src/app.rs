@@ -1,0 +1,259 @@
+//! The `pdf` command: command line, start-up, the serving loop and an orderly stop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use protocol::dictionary::DisconnectCause;
+use protocol::header::{ApplicationId, CommandCode};
+use protocol::peer::{EndToEndIds, Node, PeerConfig};
+use protocol::transport::Server;
+use tokio::net::TcpListener;
+
+use crate::admin::{self, AdminState};
+use crate::charging::Engine;
+use crate::config::Config;
+use crate::journal::{Durability, Journal};
+use crate::metrics::Metrics;
+use crate::server::PdfHandler;
+
+/// The state-schema version (the hot upgrade's `code_change` converts older ones).
+pub const STATE_SCHEMA: u32 = 1;
+
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (state schema 1)");
+
+const EXIT_CODES: &str = "Exit status:
+  0  stopped in order (SIGTERM or SIGINT: DPR with REBOOTING sent to every peer)
+  1  failed while running (a socket, the journal)
+  2  bad command line or configuration (the message names the file and key)
+
+Signals: SIGTERM and SIGINT stop the PDF in order.
+Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=pdf=debug,protocol=debug).";
+
+/// The online charging server: RFC 4006 Credit-Control on Diameter.
+///
+/// With no arguments it serves the default population (100,000 subscribers with MSISDNs
+/// from 491700000000, positive balances) and tariff on 127.0.0.1:3868, admin port on
+/// 127.0.0.1:9868, memory only. When ready it prints one line:
+/// `listening diameter=ADDR admin=ADDR`.
+#[derive(Debug, Parser)]
+#[command(name = "pdf", version = VERSION, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// TOML configuration file (every key optional; unknown keys are errors).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Diameter listening address (overrides diameter.listen; port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Admin HTTP listening address (overrides admin.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
+    /// Data directory for the journal (overrides journal.dir; implies group durability).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `none` (memory only) or `group` (answers wait for their debit to be on disk).
+    #[arg(long, value_name = "POLICY", value_parser = parse_durability)]
+    pub durability: Option<Durability>,
+    /// Origin-Host (overrides diameter.origin_host).
+    #[arg(long, value_name = "HOST")]
+    pub origin_host: Option<String>,
+    /// Check the configuration, print what would be served, and exit.
+    #[arg(long)]
+    pub check_config: bool,
+}
+
+fn parse_durability(text: &str) -> Result<Durability, String> {
+    match text {
+        "none" => Ok(Durability::None),
+        "group" => Ok(Durability::Group),
+        other => Err(format!("`{other}`: expected `none` or `group`")),
+    }
+}
+
+impl Cli {
+    /// The configuration file with the command line's overrides, validated.
+    pub fn config(&self) -> Result<Config, String> {
+        let mut config = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        if let Some(listen) = self.listen {
+            config.diameter.listen = listen;
+        }
+        if let Some(admin) = self.admin {
+            config.admin.listen = admin;
+        }
+        if let Some(dir) = &self.data_dir {
+            config.journal.dir = Some(dir.clone());
+        }
+        if let Some(durability) = self.durability {
+            config.journal.durability = Some(durability);
+        }
+        if let Some(host) = &self.origin_host {
+            config.diameter.origin_host = Some(host.clone());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Why `run` failed: the exit status tells a bad configuration from a runtime failure.
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 2.
+    Config(String),
+    /// Exit 1.
+    Runtime(anyhow::Error),
+}
+
+/// Runs the PDF until SIGTERM/SIGINT (or `stop` resolves, for tests).
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let config = cli.config().map_err(Failure::Config)?;
+    let population = config.population().map_err(Failure::Config)?;
+    if cli.check_config {
+        println!(
+            "configuration ok: {} subscribers in {} accounts, {} services, diameter {}, admin {}, durability {:?}",
+            population.subscribers(),
+            population.accounts(),
+            config.tariff.services.len(),
+            config.diameter.listen,
+            config.admin.listen,
+            config.journal().durability,
+        );
+        return Ok(());
+    }
+    serve(config, population).await.map_err(Failure::Runtime)
+}
+
+async fn serve(config: Config, population: crate::population::Population) -> anyhow::Result<()> {
+    let accounts = population.accounts();
+    let mut engine = Engine::new(population, config.tariff.clone(), config.engine());
+    let (journal, recovered) =
+        Journal::open(&config.journal(), accounts).context("opening the journal")?;
+    for (account, &debited) in recovered.debited.iter().enumerate() {
+        if debited != 0 {
+            engine.ledger.recover_debit(account as u32, debited);
+        }
+    }
+    if recovered.records > 0 {
+        tracing::info!(
+            records = recovered.records,
+            "recovered debits from the journal"
+        );
+    }
+    let journal = Arc::new(journal);
+    let engine = Arc::new(Mutex::new(engine));
+    let metrics = Arc::new(Metrics::default());
+    let connections = Arc::new(AtomicUsize::new(0));
+
+    let origin_host = config.origin_host();
+    let mut peer = PeerConfig::new(origin_host.clone(), config.diameter.origin_realm.clone());
+    peer.origin_state_id = recovered.origin_state_id;
+    peer.product_name = "diameter-suite pdf".into();
+    peer.auth_application_ids = vec![ApplicationId::CREDIT_CONTROL];
+    peer.acct_application_ids = vec![];
+    peer.supported_commands = vec![(ApplicationId::CREDIT_CONTROL, CommandCode::CREDIT_CONTROL)];
+    peer.allowed_peers = config.diameter.allowed_peers.clone();
+    peer.watchdog_interval = Duration::from_secs(config.diameter.watchdog_seconds);
+    peer.max_message_len = config.diameter.max_message_bytes;
+    peer.max_incoming_requests = config.diameter.max_requests_in_flight;
+    if !config.diameter.listen.ip().is_unspecified() {
+        peer.host_ip_addresses = vec![config.diameter.listen.ip()];
+    }
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let node = Node::new(peer, EndToEndIds::new(unix, fastrand::u32(..)));
+
+    let handler = Arc::new(PdfHandler {
+        engine: engine.clone(),
+        journal: journal.clone(),
+        metrics: metrics.clone(),
+        epoch: Instant::now(),
+        connections: connections.clone(),
+        origin_host: origin_host.into(),
+        origin_realm: config.diameter.origin_realm.clone().into(),
+        peers: Mutex::default(),
+    });
+    let diameter = TcpListener::bind(config.diameter.listen)
+        .await
+        .with_context(|| format!("binding the Diameter port {}", config.diameter.listen))?;
+    let server = Server::from_listener(diameter, node, handler.clone())?;
+    let admin_listener = TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", config.admin.listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let journal_stats = journal.clone();
+    let admin_state = AdminState {
+        engine: engine.clone(),
+        metrics: metrics.clone(),
+        started: Instant::now(),
+        connections: connections.clone(),
+        origin_state_id: recovered.origin_state_id,
+        version: env!("CARGO_PKG_VERSION"),
+        state_schema: STATE_SCHEMA,
+        diameter_addr: server.local_addr(),
+        extra: Arc::new(move |out: &mut String| journal_stats.stats().render_prometheus(out)),
+    };
+    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, async {
+        let _ = admin_stopped.await;
+    }));
+
+    // Harnesses wait for this line to learn the ports (DESIGN.md section 9).
+    println!(
+        "listening diameter={} admin={}",
+        server.local_addr(),
+        admin_addr
+    );
+    tracing::info!(
+        diameter = %server.local_addr(),
+        admin = %admin_addr,
+        origin_state_id = recovered.origin_state_id,
+        durability = ?config.journal().durability,
+        "pdf ready"
+    );
+
+    let expiry = {
+        let (engine, handler) = (engine.clone(), handler.clone());
+        let every = Duration::from_secs(config.charging.expiry_scan_seconds);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let now = handler.now();
+                let expired = engine.lock().unwrap_or_else(|p| p.into_inner()).expire(now);
+                if expired > 0 {
+                    tracing::info!(expired, "expired silent sessions");
+                }
+            }
+        })
+    };
+
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping: DPR (REBOOTING) to every peer");
+    expiry.abort();
+    server.shutdown(DisconnectCause::REBOOTING).await;
+    let _ = stop_admin.send(());
+    let _ = admin_task.await;
+    // Closing any copy flushes, syncs and stops the writer for all of them.
+    Journal::clone(&journal)
+        .close()
+        .context("closing the journal")?;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
