@@ -43,6 +43,7 @@ pub mod message;
 pub mod messages;
 pub mod peer;
 pub mod result_code;
+pub mod session_id;
 #[cfg(feature = "tokio")]
 pub mod transport;
 
