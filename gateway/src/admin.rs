@@ -45,7 +45,9 @@ pub async fn serve(
     state: AdminState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn node_json(node: &crate::pool::PdfNode, sessions: usize) -> serde_json::Value {
@@ -65,9 +67,18 @@ async fn status(State(state): State<AdminState>) -> Json<serde_json::Value> {
     let relay = &state.relay;
     let (sessions, by_node, heap) = {
         let sessions = relay.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        (sessions.len(), sessions.count_by_node(), sessions.heap_bytes())
+        (
+            sessions.len(),
+            sessions.count_by_node(),
+            sessions.heap_bytes(),
+        )
     };
-    let nodes: Vec<_> = relay.pool.nodes().iter().map(|n| node_json(n, by_node.get(&n.index).copied().unwrap_or(0))).collect();
+    let nodes: Vec<_> = relay
+        .pool
+        .nodes()
+        .iter()
+        .map(|n| node_json(n, by_node.get(&n.index).copied().unwrap_or(0)))
+        .collect();
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
@@ -95,20 +106,47 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     }
     let _ = writeln!(out, "# HELP gateway_node_connections Open connections per PDF node.\n# TYPE gateway_node_connections gauge");
     for node in relay.pool.nodes() {
-        let _ = writeln!(out, "gateway_node_connections{{node=\"{}\"}} {}", node.name, node.open_connections());
+        let _ = writeln!(
+            out,
+            "gateway_node_connections{{node=\"{}\"}} {}",
+            node.name,
+            node.open_connections()
+        );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 async fn nodes(State(state): State<AdminState>) -> Json<serde_json::Value> {
-    let by_node = state.relay.sessions.lock().unwrap_or_else(|p| p.into_inner()).count_by_node();
-    let nodes: Vec<_> = state.relay.pool.nodes().iter().map(|n| node_json(n, by_node.get(&n.index).copied().unwrap_or(0))).collect();
+    let by_node = state
+        .relay
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .count_by_node();
+    let nodes: Vec<_> = state
+        .relay
+        .pool
+        .nodes()
+        .iter()
+        .map(|n| node_json(n, by_node.get(&n.index).copied().unwrap_or(0)))
+        .collect();
     Json(json!({ "nodes": nodes }))
 }
 
 async fn add_node(State(state): State<AdminState>, Json(node): Json<NodeConfig>) -> Response {
     match state.relay.add_node(&node) {
-        Ok(index) => (StatusCode::CREATED, Json(json!({"index": index, "name": node.name}))).into_response(),
+        Ok(index) => (
+            StatusCode::CREATED,
+            Json(json!({"index": index, "name": node.name})),
+        )
+            .into_response(),
         Err(error) => (StatusCode::CONFLICT, Json(json!({"error": error}))).into_response(),
     }
 }
@@ -125,7 +163,11 @@ struct Weight {
     weight: u32,
 }
 
-async fn set_weight(State(state): State<AdminState>, Path(name): Path<String>, Json(weight): Json<Weight>) -> Response {
+async fn set_weight(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Json(weight): Json<Weight>,
+) -> Response {
     match state.relay.pool.set_weight(&name, weight.weight) {
         Ok(()) => Json(json!({"name": name, "weight": weight.weight})).into_response(),
         Err(error) => (StatusCode::NOT_FOUND, Json(json!({"error": error}))).into_response(),
@@ -138,12 +180,30 @@ struct CountQuery {
 }
 
 async fn count(State(state): State<AdminState>, Query(query): Query<CountQuery>) -> Response {
-    let by_node = state.relay.sessions.lock().unwrap_or_else(|p| p.into_inner()).count_by_node();
+    let by_node = state
+        .relay
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .count_by_node();
     match query.node {
         None => Json(json!({"sessions": by_node.values().sum::<usize>()})).into_response(),
-        Some(name) => match state.relay.pool.nodes().into_iter().find(|n| n.name == name) {
-            Some(node) => Json(json!({"node": name, "sessions": by_node.get(&node.index).copied().unwrap_or(0)})).into_response(),
-            None => (StatusCode::NOT_FOUND, Json(json!({"error": format!("no node named {name:?}")}))).into_response(),
+        Some(name) => match state
+            .relay
+            .pool
+            .nodes()
+            .into_iter()
+            .find(|n| n.name == name)
+        {
+            Some(node) => Json(
+                json!({"node": name, "sessions": by_node.get(&node.index).copied().unwrap_or(0)}),
+            )
+            .into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": format!("no node named {name:?}")})),
+            )
+                .into_response(),
         },
     }
 }

@@ -88,7 +88,11 @@ impl Cli {
                 .pdfs
                 .iter()
                 .enumerate()
-                .map(|(i, address)| NodeConfig { name: format!("pdf{i}"), address: *address, weight: 1 })
+                .map(|(i, address)| NodeConfig {
+                    name: format!("pdf{i}"),
+                    address: *address,
+                    weight: 1,
+                })
                 .collect();
         }
         if let Some(policy) = self.policy {
@@ -118,7 +122,11 @@ pub enum Failure {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let config = cli.config().map_err(Failure::Config)?;
     if cli.check_config {
-        let nodes: Vec<String> = config.nodes.iter().map(|n| format!("{}={} (weight {})", n.name, n.address, n.weight)).collect();
+        let nodes: Vec<String> = config
+            .nodes
+            .iter()
+            .map(|n| format!("{}={} (weight {})", n.name, n.address, n.weight))
+            .collect();
         println!(
             "configuration ok: access {}, admin {}, {} connections per PDF, policy {:?}, nodes {}",
             config.access.listen,
@@ -151,24 +159,40 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     peer.acct_application_ids = vec![ApplicationId::BASE_ACCOUNTING];
     peer.supported_commands = vec![(ApplicationId::BASE_ACCOUNTING, CommandCode::ACCOUNTING)];
     peer.watchdog_interval = Duration::from_secs(config.access.watchdog_seconds);
-    let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     peer.origin_state_id = unix as u32;
     let node = Node::new(peer, EndToEndIds::new(unix, fastrand::u32(..)));
     let listener = TcpListener::bind(config.access.listen)
         .await
         .with_context(|| format!("binding the access port {}", config.access.listen))?;
-    let server = Server::from_listener(listener, node, Arc::new(AccessSide { relay: relay.clone() }))?;
+    let server = Server::from_listener(
+        listener,
+        node,
+        Arc::new(AccessSide {
+            relay: relay.clone(),
+        }),
+    )?;
     let admin_listener = TcpListener::bind(config.admin.listen)
         .await
         .with_context(|| format!("binding the admin port {}", config.admin.listen))?;
     let admin_addr = admin_listener.local_addr()?;
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-    let state = AdminState { relay: relay.clone(), started: Instant::now(), access_addr: server.local_addr() };
+    let state = AdminState {
+        relay: relay.clone(),
+        started: Instant::now(),
+        access_addr: server.local_addr(),
+    };
     let admin_task = tokio::spawn(admin::serve(admin_listener, state, async {
         let _ = admin_stopped.await;
     }));
 
-    println!("listening diameter={} admin={}", server.local_addr(), admin_addr);
+    println!(
+        "listening diameter={} admin={}",
+        server.local_addr(),
+        admin_addr
+    );
     tracing::info!(access = %server.local_addr(), admin = %admin_addr, "gateway ready");
 
     wait_for_stop_signal().await?;

@@ -19,7 +19,7 @@ pub enum LossPolicy {
 }
 
 /// The whole file.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// The access side.
@@ -34,6 +34,17 @@ pub struct Config {
     /// PDF nodes.
     #[serde(default = "default_nodes", rename = "pdf")]
     pub nodes: Vec<NodeConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            access: AccessConfig::default(),
+            admin: AdminConfig::default(),
+            charging: ChargingConfig::default(),
+            nodes: default_nodes(),
+        }
+    }
 }
 
 /// `[access]`.
@@ -80,7 +91,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: default_admin() }
+        Self {
+            listen: default_admin(),
+        }
     }
 }
 
@@ -183,7 +196,11 @@ fn default_weight() -> u32 {
     1
 }
 fn default_nodes() -> Vec<NodeConfig> {
-    vec![NodeConfig { name: "pdf0".into(), address: SocketAddr::from(([127, 0, 0, 1], 3868)), weight: 1 }]
+    vec![NodeConfig {
+        name: "pdf0".into(),
+        address: SocketAddr::from(([127, 0, 0, 1], 3868)),
+        weight: 1,
+    }]
 }
 
 impl Config {
@@ -209,7 +226,10 @@ impl Config {
         if self.charging.pool_size == 0 || self.charging.pool_size > 64 {
             return Err("charging.pool_size: between 1 and 64".into());
         }
-        for (key, value) in [("access.watchdog_seconds", self.access.watchdog_seconds), ("charging.watchdog_seconds", self.charging.watchdog_seconds)] {
+        for (key, value) in [
+            ("access.watchdog_seconds", self.access.watchdog_seconds),
+            ("charging.watchdog_seconds", self.charging.watchdog_seconds),
+        ] {
             if value < 6 {
                 return Err(format!("{key}: {value} is below 6 (RFC 3539's minimum)"));
             }
@@ -228,7 +248,10 @@ impl Config {
         self.access.origin_host.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
             let host = host.trim();
-            format!("gateway.{}", if host.is_empty() { "localhost" } else { host })
+            format!(
+                "gateway.{}",
+                if host.is_empty() { "localhost" } else { host }
+            )
         })
     }
 }
@@ -240,6 +263,11 @@ mod tests {
     #[test]
     fn defaults_match_design_section_9() {
         let config: Config = toml::from_str("").expect("empty is valid");
+        assert_eq!(
+            Config::default().nodes.len(),
+            1,
+            "no file means the defaults too"
+        );
         assert_eq!(config.access.listen.port(), 3869);
         assert_eq!(config.nodes[0].address.port(), 3868);
         assert_eq!(config.charging.pool_size, 4);
@@ -254,9 +282,13 @@ mod tests {
         .expect("valid");
         assert_eq!(config.nodes.len(), 2);
         assert_eq!(config.nodes[1].weight, 0);
-        let error = toml::from_str::<Config>("[charging]\npolicy = \"retry\"\n").expect_err("bad policy");
+        let error =
+            toml::from_str::<Config>("[charging]\npolicy = \"retry\"\n").expect_err("bad policy");
         assert!(error.to_string().contains("policy"), "{error}");
         let config: Config = toml::from_str("[charging]\npool_size = 0\n").expect("parses");
-        assert!(config.validate().expect_err("zero").starts_with("charging.pool_size"));
+        assert!(config
+            .validate()
+            .expect_err("zero")
+            .starts_with("charging.pool_size"));
     }
 }

@@ -9,10 +9,16 @@ use protocol::result_code::ResultCode;
 /// Result-Codes counted separately; others count as "other".
 const RESULTS: [u32; 10] = [2001, 3002, 3004, 4012, 5002, 5004, 5005, 5006, 5012, 5030];
 /// Latency bucket bounds in microseconds.
-const BUCKETS_US: [u64; 13] = [50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000];
+const BUCKETS_US: [u64; 13] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
 const LEGS: [&str; 2] = ["access", "charging"];
 const TYPES: [&str; 5] = ["other", "START", "INTERIM", "STOP", "EVENT"];
-const CAUSES: [(i32, &str); 3] = [(4, "ADMINISTRATIVE"), (5, "LINK_BROKEN"), (8, "SESSION_TIMEOUT")];
+const CAUSES: [(i32, &str); 3] = [
+    (4, "ADMINISTRATIVE"),
+    (5, "LINK_BROKEN"),
+    (8, "SESSION_TIMEOUT"),
+];
 
 #[derive(Debug, Default)]
 struct Histogram {
@@ -23,7 +29,10 @@ struct Histogram {
 impl Histogram {
     fn record(&self, latency: Duration) {
         let us = latency.as_micros() as u64;
-        let index = BUCKETS_US.iter().position(|&b| us <= b).unwrap_or(BUCKETS_US.len());
+        let index = BUCKETS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(BUCKETS_US.len());
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
@@ -33,10 +42,16 @@ impl Histogram {
         let mut cumulative = 0;
         for (i, bucket) in self.buckets.iter().enumerate() {
             cumulative += bucket.load(Ordering::Relaxed);
-            let le = BUCKETS_US.get(i).map_or("+Inf".to_owned(), |b| format!("{}", *b as f64 / 1e6));
+            let le = BUCKETS_US
+                .get(i)
+                .map_or("+Inf".to_owned(), |b| format!("{}", *b as f64 / 1e6));
             let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
     }
 }
@@ -57,20 +72,34 @@ pub struct Metrics {
 }
 
 fn result_index(result: ResultCode) -> usize {
-    RESULTS.iter().position(|&r| r == result.0).unwrap_or(RESULTS.len())
+    RESULTS
+        .iter()
+        .position(|&r| r == result.0)
+        .unwrap_or(RESULTS.len())
 }
 
 impl Metrics {
     /// An ACR answered.
-    pub fn record_acr(&self, record_type: AccountingRecordType, result: ResultCode, latency: Duration) {
-        let kind = usize::try_from(record_type.0).ok().filter(|k| (1..=4).contains(k)).map_or(0, |k| [0, 4, 1, 2, 3][k]);
+    pub fn record_acr(
+        &self,
+        record_type: AccountingRecordType,
+        result: ResultCode,
+        latency: Duration,
+    ) {
+        let kind = usize::try_from(record_type.0)
+            .ok()
+            .filter(|k| (1..=4).contains(k))
+            .map_or(0, |k| [0, 4, 1, 2, 3][k]);
         self.acr[kind][result_index(result)].fetch_add(1, Ordering::Relaxed);
         self.latency[0].record(latency);
     }
 
     /// A CCA received (request type 1 to 4).
     pub fn record_ccr(&self, request_type: i32, result: ResultCode, latency: Duration) {
-        let kind = usize::try_from(request_type).ok().filter(|k| (1..=4).contains(k)).unwrap_or(0);
+        let kind = usize::try_from(request_type)
+            .ok()
+            .filter(|k| (1..=4).contains(k))
+            .unwrap_or(0);
         self.ccr[kind][result_index(result)].fetch_add(1, Ordering::Relaxed);
         self.latency[1].record(latency);
     }
@@ -104,7 +133,10 @@ impl Metrics {
 
     /// Sessions cut for a cause so far.
     pub fn cuts(&self, cause: TerminationCause) -> u64 {
-        CAUSES.iter().position(|(c, _)| *c == cause.0).map_or(0, |i| self.cuts[i].load(Ordering::Relaxed))
+        CAUSES
+            .iter()
+            .position(|(c, _)| *c == cause.0)
+            .map_or(0, |i| self.cuts[i].load(Ordering::Relaxed))
     }
 
     /// Prometheus text.
@@ -117,7 +149,12 @@ impl Metrics {
             for (r, count) in row.iter().enumerate() {
                 let n = count.load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "gateway_acr_total{{record_type=\"{}\",result=\"{}\"}} {n}", TYPES[k], result_label(r));
+                    let _ = writeln!(
+                        out,
+                        "gateway_acr_total{{record_type=\"{}\",result=\"{}\"}} {n}",
+                        TYPES[k],
+                        result_label(r)
+                    );
                 }
             }
         }
@@ -128,31 +165,70 @@ impl Metrics {
             for (r, count) in row.iter().enumerate() {
                 let n = count.load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "gateway_ccr_total{{request_type=\"{}\",result=\"{}\"}} {n}", ccr_types[k], result_label(r));
+                    let _ = writeln!(
+                        out,
+                        "gateway_ccr_total{{request_type=\"{}\",result=\"{}\"}} {n}",
+                        ccr_types[k],
+                        result_label(r)
+                    );
                 }
             }
         }
-        let _ = writeln!(out, "# HELP gateway_ccr_failures_total CCRs that got no answer, by reason.");
+        let _ = writeln!(
+            out,
+            "# HELP gateway_ccr_failures_total CCRs that got no answer, by reason."
+        );
         let _ = writeln!(out, "# TYPE gateway_ccr_failures_total counter");
-        for (i, reason) in ["timeout", "connection_lost", "no_connection"].iter().enumerate() {
-            let _ = writeln!(out, "gateway_ccr_failures_total{{reason=\"{reason}\"}} {}", self.ccr_failures[i].load(Ordering::Relaxed));
+        for (i, reason) in ["timeout", "connection_lost", "no_connection"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "gateway_ccr_failures_total{{reason=\"{reason}\"}} {}",
+                self.ccr_failures[i].load(Ordering::Relaxed)
+            );
         }
         let _ = writeln!(out, "# HELP gateway_request_duration_seconds Time to answer, per leg (access: ACR to ACA; charging: CCR to CCA).");
         let _ = writeln!(out, "# TYPE gateway_request_duration_seconds histogram");
         for (i, leg) in LEGS.iter().enumerate() {
-            self.latency[i].render("gateway_request_duration_seconds", &format!("leg=\"{leg}\""), out);
+            self.latency[i].render(
+                "gateway_request_duration_seconds",
+                &format!("leg=\"{leg}\""),
+                out,
+            );
         }
         let _ = writeln!(out, "# HELP gateway_sessions_cut_total Sessions ended by the gateway with an ASR, by Termination-Cause.");
         let _ = writeln!(out, "# TYPE gateway_sessions_cut_total counter");
         for (i, (_, cause)) in CAUSES.iter().enumerate() {
-            let _ = writeln!(out, "gateway_sessions_cut_total{{cause=\"{cause}\"}} {}", self.cuts[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "gateway_sessions_cut_total{{cause=\"{cause}\"}} {}",
+                self.cuts[i].load(Ordering::Relaxed)
+            );
         }
         for (name, help, value) in [
-            ("gateway_pdf_asr_total", "ASRs received from PDFs.", &self.asr_from_pdf),
-            ("gateway_redirects_total", "3006 redirects followed.", &self.redirects),
-            ("gateway_retransmissions_total", "CCRs re-sent with the T flag after a connection loss.", &self.retransmissions),
+            (
+                "gateway_pdf_asr_total",
+                "ASRs received from PDFs.",
+                &self.asr_from_pdf,
+            ),
+            (
+                "gateway_redirects_total",
+                "3006 redirects followed.",
+                &self.redirects,
+            ),
+            (
+                "gateway_retransmissions_total",
+                "CCRs re-sent with the T flag after a connection loss.",
+                &self.retransmissions,
+            ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}", value.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
         }
     }
 }

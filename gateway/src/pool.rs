@@ -54,7 +54,13 @@ pub struct PdfNode {
 
 impl std::fmt::Debug for PdfNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PdfNode({} {} weight {})", self.name, self.address, self.weight())
+        write!(
+            f,
+            "PdfNode({} {} weight {})",
+            self.name,
+            self.address,
+            self.weight()
+        )
     }
 }
 
@@ -77,29 +83,43 @@ impl PdfNode {
     /// Connection `i`, if open.
     pub fn connection(&self, i: u8) -> Option<Connection> {
         let clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        clients.get(usize::from(i))?.as_ref()?.connection().filter(Connection::is_open)
+        clients
+            .get(usize::from(i))?
+            .as_ref()?
+            .connection()
+            .filter(Connection::is_open)
     }
 
     /// The next open connection, in turn.
     pub fn any_open(&self) -> Option<(u8, Connection)> {
         let size = self.hosts.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..size).map(|k| ((start + k) % size) as u8).find_map(|i| self.connection(i).map(|c| (i, c)))
+        (0..size)
+            .map(|k| ((start + k) % size) as u8)
+            .find_map(|i| self.connection(i).map(|c| (i, c)))
     }
 
     /// How many connections are open.
     pub fn open_connections(&self) -> usize {
-        (0..self.hosts.len() as u8).filter(|&i| self.connection(i).is_some()).count()
+        (0..self.hosts.len() as u8)
+            .filter(|&i| self.connection(i).is_some())
+            .count()
     }
 
     /// Marks the node as restarting (its DPR said REBOOTING) for `hold`.
     pub fn set_rebooting(&self, hold: Duration) {
-        *self.rebooting_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + hold);
+        *self
+            .rebooting_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + hold);
     }
 
     /// Whether requests for this node should be held (it is restarting).
     pub fn rebooting(&self) -> Option<Instant> {
-        let until = *self.rebooting_until.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *self
+            .rebooting_until
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         until.filter(|t| *t > Instant::now())
     }
 
@@ -130,7 +150,10 @@ pub type HandlerFactory = dyn Fn(u8, u8) -> Arc<dyn Handler> + Send + Sync;
 impl Pool {
     /// An empty pool.
     pub fn new(settings: PoolSettings) -> Self {
-        Self { nodes: RwLock::new(Vec::new()), settings }
+        Self {
+            nodes: RwLock::new(Vec::new()),
+            settings,
+        }
     }
 
     /// The settings.
@@ -150,8 +173,12 @@ impl Pool {
         let index = nodes.len() as u8;
         // Connection i has the same Origin-Host towards every node: (host, node) pairs stay
         // distinct peers, and a CC Session-Id named after it stays routable after a redirect.
-        let hosts: Vec<String> = (0..self.settings.pool_size).map(|i| format!("c{i}.{}", self.settings.origin_host)).collect();
-        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let hosts: Vec<String> = (0..self.settings.pool_size)
+            .map(|i| format!("c{i}.{}", self.settings.origin_host))
+            .collect();
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let clients = hosts
             .iter()
             .enumerate()
@@ -173,7 +200,12 @@ impl Pool {
                     initial_backoff: Duration::from_millis(100),
                     ..ClientOptions::default()
                 };
-                Some(Client::start(node.address, peer, handlers(index, i as u8), options))
+                Some(Client::start(
+                    node.address,
+                    peer,
+                    handlers(index, i as u8),
+                    options,
+                ))
             })
             .collect();
         nodes.push(Arc::new(PdfNode {
@@ -192,32 +224,49 @@ impl Pool {
 
     /// Removes a node: no new sessions, its connections closed with DPR.
     pub async fn remove(&self, name: &str) -> Result<(), String> {
-        let node = self.by_name(name).ok_or_else(|| format!("no node named {name:?}"))?;
+        let node = self
+            .by_name(name)
+            .ok_or_else(|| format!("no node named {name:?}"))?;
         node.removed.store(true, Ordering::Relaxed);
         node.weight.store(0, Ordering::Relaxed);
-        let clients: Vec<Client> =
-            node.clients.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().filter_map(Option::take).collect();
+        let clients: Vec<Client> = node
+            .clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
         for client in clients {
-            client.close(DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU).await;
+            client
+                .close(DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU)
+                .await;
         }
         Ok(())
     }
 
     /// Sets a node's weight.
     pub fn set_weight(&self, name: &str, weight: u32) -> Result<(), String> {
-        let node = self.by_name(name).ok_or_else(|| format!("no node named {name:?}"))?;
+        let node = self
+            .by_name(name)
+            .ok_or_else(|| format!("no node named {name:?}"))?;
         node.weight.store(weight, Ordering::Relaxed);
         Ok(())
     }
 
     /// A node by index.
     pub fn node(&self, index: u8) -> Option<Arc<PdfNode>> {
-        self.nodes.read().unwrap_or_else(|p| p.into_inner()).get(usize::from(index)).cloned()
+        self.nodes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(usize::from(index))
+            .cloned()
     }
 
     /// A live node by name.
     pub fn by_name(&self, name: &str) -> Option<Arc<PdfNode>> {
-        self.nodes().into_iter().find(|n| n.name == name && !n.is_removed())
+        self.nodes()
+            .into_iter()
+            .find(|n| n.name == name && !n.is_removed())
     }
 
     /// Every node (removed ones included, so that indexes stay valid).
@@ -259,15 +308,19 @@ impl Pool {
             .next()
             .unwrap_or_default();
         let host_only = target.rsplit_once(':').map_or(target, |(h, _)| h);
-        self.nodes().into_iter().filter(|n| !n.is_removed()).find(|n| {
-            n.name == target
-                || n.name == host_only
-                || n.address.to_string() == target
-                || (0..n.hosts.len() as u8).any(|i| {
-                    n.connection(i)
-                        .and_then(|c| c.peer())
-                        .is_some_and(|p| p.origin_host.eq_ignore_ascii_case(host_only) || p.origin_host.eq_ignore_ascii_case(target))
-                })
-        })
+        self.nodes()
+            .into_iter()
+            .filter(|n| !n.is_removed())
+            .find(|n| {
+                n.name == target
+                    || n.name == host_only
+                    || n.address.to_string() == target
+                    || (0..n.hosts.len() as u8).any(|i| {
+                        n.connection(i).and_then(|c| c.peer()).is_some_and(|p| {
+                            p.origin_host.eq_ignore_ascii_case(host_only)
+                                || p.origin_host.eq_ignore_ascii_case(target)
+                        })
+                    })
+            })
     }
 }

@@ -20,7 +20,9 @@ use protocol::encode::set_retransmit_flag;
 use protocol::grammar::{Command, Envelope};
 use protocol::header::{ApplicationId, CommandCode, HopByHopId};
 use protocol::message::Message;
-use protocol::messages::{Aca, Acr, Asa, Asr, Cca, Ccr, ErrorAnswer, MultipleServicesCreditControl, ServiceUnit};
+use protocol::messages::{
+    Aca, Acr, Asa, Asr, Cca, Ccr, ErrorAnswer, MultipleServicesCreditControl, ServiceUnit,
+};
 use protocol::peer::DownReason;
 use protocol::result_code::ResultCode;
 use protocol::transport::{Connection, ConnectionEvent, Handler, Incoming, RequestError};
@@ -73,7 +75,9 @@ enum Failure {
 impl Relay {
     /// The relay for `config`; its PDF connections start at once.
     pub fn start(config: &Config, pool: Pool) -> Arc<Self> {
-        let unix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let relay = Arc::new(Self {
             pool,
             sessions: Mutex::new(Sessions::default()),
@@ -102,7 +106,11 @@ impl Relay {
     pub fn add_node(self: &Arc<Self>, node: &crate::config::NodeConfig) -> Result<u8, String> {
         let weak = Arc::downgrade(self);
         let factory = move |node: u8, connection: u8| -> Arc<dyn Handler> {
-            Arc::new(PdfSide { relay: weak.clone(), node, connection })
+            Arc::new(PdfSide {
+                relay: weak.clone(),
+                node,
+                connection,
+            })
         };
         self.pool.add(node, &factory)
     }
@@ -132,9 +140,13 @@ impl Relay {
             AccountingRecordType::INTERIM_RECORD => self.interim(&acr, false).await,
             AccountingRecordType::STOP_RECORD => self.interim(&acr, true).await,
             AccountingRecordType::EVENT_RECORD => self.event(&acr).await,
-            other => (ResultCode::INVALID_AVP_VALUE, Some(format!("Accounting-Record-Type {} is not 1 to 4", other.0))),
+            other => (
+                ResultCode::INVALID_AVP_VALUE,
+                Some(format!("Accounting-Record-Type {} is not 1 to 4", other.0)),
+            ),
         };
-        self.metrics.record_acr(acr.accounting_record_type, result, received.elapsed());
+        self.metrics
+            .record_acr(acr.accounting_record_type, result, received.elapsed());
         let envelope = incoming.responder.envelope();
         let mut out = BytesMut::with_capacity(256);
         if result.is_protocol_error() {
@@ -165,7 +177,11 @@ impl Relay {
         incoming.responder.answer(out.freeze());
     }
 
-    async fn open_session(self: &Arc<Self>, access_peer: u16, acr: &Acr<'_>) -> (ResultCode, Option<String>) {
+    async fn open_session(
+        self: &Arc<Self>,
+        access_peer: u16,
+        acr: &Acr<'_>,
+    ) -> (ResultCode, Option<String>) {
         let key = AccessKey::of(acr.session_id);
         {
             let sessions = self.lock_sessions();
@@ -175,21 +191,33 @@ impl Relay {
                 return if same {
                     (ResultCode::SUCCESS, None)
                 } else {
-                    (ResultCode::INVALID_AVP_VALUE, Some("the session is already started".into()))
+                    (
+                        ResultCode::INVALID_AVP_VALUE,
+                        Some("the session is already started".into()),
+                    )
                 };
             }
             if sessions.len() >= self.max_sessions {
-                return (ResultCode::RESOURCES_EXCEEDED, Some(format!("at most {} sessions", self.max_sessions)));
+                return (
+                    ResultCode::RESOURCES_EXCEEDED,
+                    Some(format!("at most {} sessions", self.max_sessions)),
+                );
             }
         }
         let Some(rating_group) = acr.rating_group else {
-            return (ResultCode::MISSING_AVP, Some("ACR START needs a Rating-Group".into()));
+            return (
+                ResultCode::MISSING_AVP,
+                Some("ACR START needs a Rating-Group".into()),
+            );
         };
         let number = self.next_cc.fetch_add(1, Ordering::Relaxed);
         let mut tried = Vec::new();
         loop {
             let Some(node) = self.pool.choose(&tried) else {
-                return (ResultCode::TOO_BUSY, Some("no PDF can serve the session now".into()));
+                return (
+                    ResultCode::TOO_BUSY,
+                    Some("no PDF can serve the session now".into()),
+                );
             };
             tried.push(node.index);
             let Some((connection_index, connection)) = self.connection_for_new(&node).await else {
@@ -213,19 +241,33 @@ impl Relay {
                 }],
                 ..Default::default()
             };
-            let pin = Pin { node: node.index, connection: connection_index };
-            let (answer, pin) = self.send(pin, encode(&ccr, &connection), CcRequestType::INITIAL_REQUEST).await;
+            let pin = Pin {
+                node: node.index,
+                connection: connection_index,
+            };
+            let (answer, pin) = self
+                .send(
+                    pin,
+                    encode(&ccr, &connection),
+                    CcRequestType::INITIAL_REQUEST,
+                )
+                .await;
             let cca = match answer {
                 Ok(cca) => cca,
                 Err(Failure::NoPdf | Failure::LinkBroken | Failure::Timeout) => continue,
             };
             let view = cca.view();
             if view.header().flags.is_error() {
-                let error = ErrorAnswer::decode(&view).map(|e| e.result_code).unwrap_or(ResultCode::UNABLE_TO_COMPLY);
+                let error = ErrorAnswer::decode(&view)
+                    .map(|e| e.result_code)
+                    .unwrap_or(ResultCode::UNABLE_TO_COMPLY);
                 if error == ResultCode::TOO_BUSY {
                     continue;
                 }
-                return (ResultCode::TOO_BUSY, Some(format!("the PDF answered {error}")));
+                return (
+                    ResultCode::TOO_BUSY,
+                    Some(format!("the PDF answered {error}")),
+                );
             }
             let Ok(answer) = Cca::decode(&view) else {
                 return (ResultCode::UNABLE_TO_COMPLY, Some("unreadable CCA".into()));
@@ -234,7 +276,14 @@ impl Relay {
                 return (answer.result_code, answer.error_message.map(str::to_owned));
             }
             let mut sessions = self.lock_sessions();
-            let slot = sessions.insert(acr.session_id, access_peer, number, rating_group, acr.accounting_record_number, pin);
+            let slot = sessions.insert(
+                acr.session_id,
+                access_peer,
+                number,
+                rating_group,
+                acr.accounting_record_number,
+                pin,
+            );
             let session = sessions.get_mut(slot);
             session.cc_request_number = 0;
             session.cc_connection = connection_index;
@@ -245,13 +294,34 @@ impl Relay {
 
     async fn interim(self: &Arc<Self>, acr: &Acr<'_>, stop: bool) -> (ResultCode, Option<String>) {
         let key = AccessKey::of(acr.session_id);
-        let (slot, pin, cc_number, cc_connection, request_number, rating_group, final_units, record_number) = {
+        let (
+            slot,
+            pin,
+            cc_number,
+            cc_connection,
+            request_number,
+            rating_group,
+            final_units,
+            record_number,
+        ) = {
             let sessions = self.lock_sessions();
             let Some(slot) = sessions.find(key) else {
-                return (ResultCode::UNKNOWN_SESSION_ID, Some(format!("no session {}", acr.session_id)));
+                return (
+                    ResultCode::UNKNOWN_SESSION_ID,
+                    Some(format!("no session {}", acr.session_id)),
+                );
             };
             let s = sessions.get(slot);
-            (slot, s.pin, s.cc_number, s.cc_connection, s.cc_request_number, s.rating_group, s.final_units(), s.record_number)
+            (
+                slot,
+                s.pin,
+                s.cc_number,
+                s.cc_connection,
+                s.cc_request_number,
+                s.rating_group,
+                s.final_units(),
+                s.record_number,
+            )
         };
         if acr.accounting_record_number == record_number {
             // A retransmitted record: already relayed.
@@ -262,7 +332,11 @@ impl Relay {
         };
         // Final units used up: the session ends now, with its usage charged (RFC 4006 5.6).
         let terminate = stop || final_units;
-        let kind = if terminate { CcRequestType::TERMINATION_REQUEST } else { CcRequestType::UPDATE_REQUEST };
+        let kind = if terminate {
+            CcRequestType::TERMINATION_REQUEST
+        } else {
+            CcRequestType::UPDATE_REQUEST
+        };
         let session_id = self.cc_session_id(&node, cc_connection, cc_number);
         let number = request_number + 1;
         let ccr = Ccr {
@@ -274,7 +348,8 @@ impl Relay {
             service_context_id: &self.service_context_id,
             cc_request_type: kind,
             cc_request_number: number,
-            termination_cause: terminate.then(|| acr.termination_cause.unwrap_or(TerminationCause::LOGOUT)),
+            termination_cause: terminate
+                .then(|| acr.termination_cause.unwrap_or(TerminationCause::LOGOUT)),
             multiple_services_credit_control: smallvec![MultipleServicesCreditControl {
                 requested_service_unit: (!terminate).then(ServiceUnit::default),
                 used_service_units: acr.used_service_unit.clone().into_iter().collect(),
@@ -283,20 +358,44 @@ impl Relay {
             }],
             ..Default::default()
         };
-        let Some(connection) = node.connection(pin.connection).or_else(|| node.any_open().map(|(_, c)| c)) else {
-            return self.lost(slot, TerminationCause::LINK_BROKEN, "no connection to the session's PDF");
+        let Some(connection) = node
+            .connection(pin.connection)
+            .or_else(|| node.any_open().map(|(_, c)| c))
+        else {
+            return self.lost(
+                slot,
+                TerminationCause::LINK_BROKEN,
+                "no connection to the session's PDF",
+            );
         };
         let (answer, pin) = self.send(pin, encode(&ccr, &connection), kind).await;
         let cca = match answer {
             Ok(cca) => cca,
-            Err(Failure::Timeout) => return self.lost(slot, TerminationCause::SESSION_TIMEOUT, "the PDF did not answer"),
-            Err(_) => return self.lost(slot, TerminationCause::LINK_BROKEN, "the PDF connection was lost"),
+            Err(Failure::Timeout) => {
+                return self.lost(
+                    slot,
+                    TerminationCause::SESSION_TIMEOUT,
+                    "the PDF did not answer",
+                )
+            }
+            Err(_) => {
+                return self.lost(
+                    slot,
+                    TerminationCause::LINK_BROKEN,
+                    "the PDF connection was lost",
+                )
+            }
         };
         let view = cca.view();
         if view.header().flags.is_error() {
-            let error = ErrorAnswer::decode(&view).map(|e| e.result_code).unwrap_or(ResultCode::UNABLE_TO_COMPLY);
+            let error = ErrorAnswer::decode(&view)
+                .map(|e| e.result_code)
+                .unwrap_or(ResultCode::UNABLE_TO_COMPLY);
             self.lock_sessions().remove(slot);
-            return (ResultCode::TOO_BUSY, Some(format!("the PDF answered {error}")));
+            return (
+                ResultCode::TOO_BUSY,
+                Some(format!("the PDF answered {error}")),
+            );
         }
         let Ok(answer) = Cca::decode(&view) else {
             self.lock_sessions().remove(slot);
@@ -306,7 +405,10 @@ impl Relay {
         if terminate || answer.result_code != ResultCode::SUCCESS {
             sessions.remove(slot);
             if final_units && !stop && answer.result_code == ResultCode::SUCCESS {
-                return (ResultCode::CREDIT_LIMIT_REACHED, Some("the final units are used up".into()));
+                return (
+                    ResultCode::CREDIT_LIMIT_REACHED,
+                    Some("the final units are used up".into()),
+                );
             }
             return (answer.result_code, answer.error_message.map(str::to_owned));
         }
@@ -320,17 +422,26 @@ impl Relay {
 
     async fn event(self: &Arc<Self>, acr: &Acr<'_>) -> (ResultCode, Option<String>) {
         let Some(rating_group) = acr.rating_group else {
-            return (ResultCode::MISSING_AVP, Some("ACR EVENT needs a Rating-Group".into()));
+            return (
+                ResultCode::MISSING_AVP,
+                Some("ACR EVENT needs a Rating-Group".into()),
+            );
         };
         let Some(node) = self.pool.choose(&[]) else {
-            return (ResultCode::TOO_BUSY, Some("no PDF can serve the event now".into()));
+            return (
+                ResultCode::TOO_BUSY,
+                Some("no PDF can serve the event now".into()),
+            );
         };
         let Some((connection_index, connection)) = self.connection_for_new(&node).await else {
             return (ResultCode::TOO_BUSY, Some("no PDF connection".into()));
         };
         let number = self.next_cc.fetch_add(1, Ordering::Relaxed);
         let session_id = self.cc_session_id(&node, connection_index, number);
-        let units = acr.used_service_unit.clone().unwrap_or(ServiceUnit { cc_service_specific_units: Some(1), ..Default::default() });
+        let units = acr.used_service_unit.clone().unwrap_or(ServiceUnit {
+            cc_service_specific_units: Some(1),
+            ..Default::default()
+        });
         let ccr = Ccr {
             session_id: &session_id,
             origin_host: node.origin_host(connection_index),
@@ -348,11 +459,21 @@ impl Relay {
             }],
             ..Default::default()
         };
-        let pin = Pin { node: node.index, connection: connection_index };
-        match self.send(pin, encode(&ccr, &connection), CcRequestType::EVENT_REQUEST).await.0 {
+        let pin = Pin {
+            node: node.index,
+            connection: connection_index,
+        };
+        match self
+            .send(pin, encode(&ccr, &connection), CcRequestType::EVENT_REQUEST)
+            .await
+            .0
+        {
             Ok(cca) => match Cca::decode(&cca.view()) {
                 Ok(answer) => (answer.result_code, answer.error_message.map(str::to_owned)),
-                Err(_) => (ResultCode::TOO_BUSY, Some("the PDF refused the event".into())),
+                Err(_) => (
+                    ResultCode::TOO_BUSY,
+                    Some("the PDF refused the event".into()),
+                ),
             },
             Err(_) => (ResultCode::TOO_BUSY, Some("no answer from the PDF".into())),
         }
@@ -364,7 +485,8 @@ impl Relay {
             return Some(open);
         }
         let until = node.rebooting()?;
-        node.wait_open(until.saturating_duration_since(Instant::now())).await
+        node.wait_open(until.saturating_duration_since(Instant::now()))
+            .await
     }
 
     /// Ends a session the infrastructure lost: the ACR gets 3004 and the access peer an ASR.
@@ -378,7 +500,12 @@ impl Relay {
     /// Sends a CCR on `pin`'s connection and waits for the CCA, applying the loss policy,
     /// holding requests for a restarting node, and following 3006 redirects. Returns the
     /// answer and where the session is pinned now.
-    async fn send(&self, mut pin: Pin, request: Bytes, kind: CcRequestType) -> (Result<Message, Failure>, Pin) {
+    async fn send(
+        &self,
+        mut pin: Pin,
+        request: Bytes,
+        kind: CcRequestType,
+    ) -> (Result<Message, Failure>, Pin) {
         let mut request = request;
         let mut redirects = 0;
         let mut retransmitted = false;
@@ -389,7 +516,9 @@ impl Relay {
             let connection = match node.connection(pin.connection) {
                 Some(connection) => Some(connection),
                 None if node.rebooting().is_some() || self.policy == LossPolicy::Failover => {
-                    let hold = node.rebooting().map_or(self.request_timeout, |t| t.saturating_duration_since(Instant::now()));
+                    let hold = node.rebooting().map_or(self.request_timeout, |t| {
+                        t.saturating_duration_since(Instant::now())
+                    });
                     node.wait_open(hold).await.map(|(i, c)| {
                         pin.connection = i;
                         c
@@ -402,7 +531,10 @@ impl Relay {
                 return (Err(Failure::LinkBroken), pin);
             };
             let sent = Instant::now();
-            match connection.request(request.clone(), Some(self.request_timeout)).await {
+            match connection
+                .request(request.clone(), Some(self.request_timeout))
+                .await
+            {
                 Ok(answer) => {
                     let view = answer.view();
                     let result = if view.header().flags.is_error() {
@@ -421,7 +553,10 @@ impl Relay {
                             if let Some((i, _)) = target.any_open() {
                                 self.metrics.record_redirect();
                                 redirects += 1;
-                                pin = Pin { node: target.index, connection: i };
+                                pin = Pin {
+                                    node: target.index,
+                                    connection: i,
+                                };
                                 continue;
                             }
                         }
@@ -442,7 +577,12 @@ impl Relay {
                         request = again.freeze();
                         retransmitted = true;
                         self.metrics.record_retransmission();
-                        if let Some((i, _)) = node.wait_open(node.rebooting().map_or(self.request_timeout, |t| t.saturating_duration_since(Instant::now()))).await {
+                        if let Some((i, _)) = node
+                            .wait_open(node.rebooting().map_or(self.request_timeout, |t| {
+                                t.saturating_duration_since(Instant::now())
+                            }))
+                            .await
+                        {
                             pin.connection = i;
                             continue;
                         }
@@ -455,7 +595,9 @@ impl Relay {
 
     /// A PDF connection went down: apply the loss policy to the sessions pinned to it.
     fn connection_down(&self, node_index: u8, connection: u8, reason: &DownReason) {
-        let Some(node) = self.pool.node(node_index) else { return };
+        let Some(node) = self.pool.node(node_index) else {
+            return;
+        };
         if let DownReason::PeerDisconnected(cause) = reason {
             if *cause == protocol::dictionary::DisconnectCause::REBOOTING {
                 // Not a loss: hold requests until it is back or the hold expires.
@@ -475,13 +617,20 @@ impl Relay {
             let sessions = self.lock_sessions();
             sessions
                 .iter()
-                .filter(|(_, s)| s.pin.node == node_index && (s.pin.connection == connection || self.policy == LossPolicy::Failover))
+                .filter(|(_, s)| {
+                    s.pin.node == node_index
+                        && (s.pin.connection == connection || self.policy == LossPolicy::Failover)
+                })
                 .map(|(slot, _)| slot)
                 .collect()
         };
         tracing::warn!(node = %node.name, connection, ?reason, sessions = pinned.len(), "PDF connection lost: cutting its sessions");
         for slot in pinned {
-            self.cut(slot, TerminationCause::LINK_BROKEN, "the PDF connection was lost");
+            self.cut(
+                slot,
+                TerminationCause::LINK_BROKEN,
+                "the PDF connection was lost",
+            );
         }
     }
 
@@ -517,7 +666,10 @@ impl Relay {
                 match found {
                     Some((peer, id)) => {
                         self.metrics.record_cut(TerminationCause::ADMINISTRATIVE);
-                        let why = asr.error_message.unwrap_or("the PDF aborted the session").to_owned();
+                        let why = asr
+                            .error_message
+                            .unwrap_or("the PDF aborted the session")
+                            .to_owned();
                         self.send_access_asr(peer, id, TerminationCause::ADMINISTRATIVE, why);
                         ResultCode::SUCCESS
                     }
@@ -545,11 +697,16 @@ impl Relay {
             access.connections.get(usize::from(peer)).cloned().flatten()
         };
         let Some(connection) = connection else {
-            tracing::warn!(session_id, "the session's access peer is gone: ASR not sent");
+            tracing::warn!(
+                session_id,
+                "the session's access peer is gone: ASR not sent"
+            );
             return;
         };
         let info = connection.peer();
-        let (realm, host) = info.map(|p| (p.origin_realm.clone(), p.origin_host.clone())).unwrap_or_default();
+        let (realm, host) = info
+            .map(|p| (p.origin_realm.clone(), p.origin_host.clone()))
+            .unwrap_or_default();
         let asr = Asr {
             session_id: &session_id,
             origin_host: &self.origin_host,
@@ -562,10 +719,17 @@ impl Relay {
             ..Default::default()
         };
         let mut out = BytesMut::with_capacity(256);
-        let envelope = Envelope::request(ApplicationId::BASE_ACCOUNTING, HopByHopId(0), connection.node().end_to_end.next());
+        let envelope = Envelope::request(
+            ApplicationId::BASE_ACCOUNTING,
+            HopByHopId(0),
+            connection.node().end_to_end.next(),
+        );
         asr.encode(envelope, &mut out);
         tokio::spawn(async move {
-            if let Err(error) = connection.request(out.freeze(), Some(Duration::from_secs(5))).await {
+            if let Err(error) = connection
+                .request(out.freeze(), Some(Duration::from_secs(5)))
+                .await
+            {
                 tracing::warn!(session_id, %error, "ASR to the access peer got no answer");
             }
         });
@@ -574,13 +738,19 @@ impl Relay {
 
 fn encode(ccr: &Ccr<'_>, connection: &Connection) -> Bytes {
     let mut out = BytesMut::with_capacity(256);
-    let envelope = Envelope::request(ApplicationId::CREDIT_CONTROL, HopByHopId(0), connection.node().end_to_end.next());
+    let envelope = Envelope::request(
+        ApplicationId::CREDIT_CONTROL,
+        HopByHopId(0),
+        connection.node().end_to_end.next(),
+    );
     ccr.encode(envelope, &mut out);
     out.freeze()
 }
 
 /// The ACR's Subscription-Ids, re-borrowed for a CCR of a shorter lifetime.
-fn subscription_ids<'a>(acr: &'a Acr<'_>) -> smallvec::SmallVec<[protocol::messages::SubscriptionId<'a>; 1]> {
+fn subscription_ids<'a>(
+    acr: &'a Acr<'_>,
+) -> smallvec::SmallVec<[protocol::messages::SubscriptionId<'a>; 1]> {
     acr.subscription_ids
         .iter()
         .map(|s| protocol::messages::SubscriptionId {
@@ -591,7 +761,11 @@ fn subscription_ids<'a>(acr: &'a Acr<'_>) -> smallvec::SmallVec<[protocol::messa
 }
 
 fn final_units(cca: &Cca<'_>) -> bool {
-    cca.final_unit_indication.is_some() || cca.multiple_services_credit_control.iter().any(|m| m.final_unit_indication.is_some())
+    cca.final_unit_indication.is_some()
+        || cca
+            .multiple_services_credit_control
+            .iter()
+            .any(|m| m.final_unit_indication.is_some())
 }
 
 /// The access leg's handler: every accounting client connects here.
@@ -606,11 +780,17 @@ impl Handler for AccessSide {
             CommandCode::ACCOUNTING => {
                 let peer = {
                     let access = self.relay.access.lock().unwrap_or_else(|p| p.into_inner());
-                    access.by_addr.get(&connection.peer_addr()).copied().unwrap_or(u16::MAX)
+                    access
+                        .by_addr
+                        .get(&connection.peer_addr())
+                        .copied()
+                        .unwrap_or(u16::MAX)
                 };
                 tokio::spawn(self.relay.clone().handle_acr(peer, incoming));
             }
-            command => incoming.responder.reject(protocol::error::DecodeError::CommandUnsupported { command }),
+            command => incoming
+                .responder
+                .reject(protocol::error::DecodeError::CommandUnsupported { command }),
         }
     }
 
@@ -649,17 +829,25 @@ struct PdfSide {
 
 impl Handler for PdfSide {
     fn on_request(&self, _: &Connection, incoming: Incoming) {
-        let Some(relay) = self.relay.upgrade() else { return };
+        let Some(relay) = self.relay.upgrade() else {
+            return;
+        };
         match incoming.message.header().command {
             CommandCode::ABORT_SESSION => relay.pdf_abort(incoming),
-            command => incoming.responder.reject(protocol::error::DecodeError::CommandUnsupported { command }),
+            command => incoming
+                .responder
+                .reject(protocol::error::DecodeError::CommandUnsupported { command }),
         }
     }
 
     fn on_event(&self, _: &Connection, event: &ConnectionEvent) {
-        let Some(relay) = self.relay.upgrade() else { return };
+        let Some(relay) = self.relay.upgrade() else {
+            return;
+        };
         match event {
-            ConnectionEvent::Down(reason) => relay.connection_down(self.node, self.connection, reason),
+            ConnectionEvent::Down(reason) => {
+                relay.connection_down(self.node, self.connection, reason)
+            }
             ConnectionEvent::Up(peer) => {
                 tracing::info!(node = self.node, connection = self.connection, peer = %peer.origin_host, "PDF connection up")
             }

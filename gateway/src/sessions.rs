@@ -70,7 +70,11 @@ impl Session {
 
     /// Records whether the last grant was final.
     pub fn set_final_units(&mut self, value: bool) {
-        self.flags = if value { self.flags | FINAL_UNITS } else { self.flags & !FINAL_UNITS };
+        self.flags = if value {
+            self.flags | FINAL_UNITS
+        } else {
+            self.flags & !FINAL_UNITS
+        };
     }
 
     /// Whether an ASR was sent to the access peer.
@@ -121,13 +125,17 @@ impl Sessions {
     /// The slot of an access session.
     pub fn find(&self, key: AccessKey) -> Option<u32> {
         let slots = &self.slots;
-        self.by_access.find(key.0[0], |&i| slots[i as usize].key == key).copied()
+        self.by_access
+            .find(key.0[0], |&i| slots[i as usize].key == key)
+            .copied()
     }
 
     /// The slot of a CC session.
     pub fn find_cc(&self, number: u32) -> Option<u32> {
         let slots = &self.slots;
-        self.by_cc.find(cc_hash(number), |&i| slots[i as usize].cc_number == number).copied()
+        self.by_cc
+            .find(cc_hash(number), |&i| slots[i as usize].cc_number == number)
+            .copied()
     }
 
     /// A session.
@@ -152,13 +160,14 @@ impl Sessions {
         pin: Pin,
     ) -> u32 {
         let key = AccessKey::of(access_session_id);
-        let (access_host, access_high, access_low) = match protocol::session_id::split(access_session_id) {
-            Some((host, high, low)) => match self.intern(host) {
-                Some(id) => (id, high, low),
+        let (access_host, access_high, access_low) =
+            match protocol::session_id::split(access_session_id) {
+                Some((host, high, low)) => match self.intern(host) {
+                    Some(id) => (id, high, low),
+                    None => (u16::MAX, 0, 0),
+                },
                 None => (u16::MAX, 0, 0),
-            },
-            None => (u16::MAX, 0, 0),
-        };
+            };
         let session = Session {
             key,
             access_host,
@@ -187,8 +196,11 @@ impl Sessions {
             self.texts.insert(slot, access_session_id.into());
         }
         let slots = &self.slots;
-        self.by_access.insert_unique(key.0[0], slot, |&i| slots[i as usize].key.0[0]);
-        self.by_cc.insert_unique(cc_hash(cc_number), slot, |&i| cc_hash(slots[i as usize].cc_number));
+        self.by_access
+            .insert_unique(key.0[0], slot, |&i| slots[i as usize].key.0[0]);
+        self.by_cc.insert_unique(cc_hash(cc_number), slot, |&i| {
+            cc_hash(slots[i as usize].cc_number)
+        });
         self.live += 1;
         slot
     }
@@ -203,11 +215,16 @@ impl Sessions {
             (s.key, s.cc_number)
         };
         let slots = &self.slots;
-        if let Ok(entry) = self.by_access.find_entry(key.0[0], |&i| slots[i as usize].key == key) {
+        if let Ok(entry) = self
+            .by_access
+            .find_entry(key.0[0], |&i| slots[i as usize].key == key)
+        {
             entry.remove();
         }
         let slots = &self.slots;
-        if let Ok(entry) = self.by_cc.find_entry(cc_hash(cc_number), |&i| slots[i as usize].cc_number == cc_number) {
+        if let Ok(entry) = self.by_cc.find_entry(cc_hash(cc_number), |&i| {
+            slots[i as usize].cc_number == cc_number
+        }) {
             entry.remove();
         }
         self.slots[slot as usize].flags = FREE;
@@ -220,14 +237,24 @@ impl Sessions {
     pub fn access_session_id(&self, slot: u32) -> String {
         let s = &self.slots[slot as usize];
         match self.hosts.get(usize::from(s.access_host)) {
-            Some(host) if s.access_host != u16::MAX => format!("{host};{};{}", s.access_high, s.access_low),
-            _ => self.texts.get(&slot).map(|t| t.to_string()).unwrap_or_default(),
+            Some(host) if s.access_host != u16::MAX => {
+                format!("{host};{};{}", s.access_high, s.access_low)
+            }
+            _ => self
+                .texts
+                .get(&slot)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
         }
     }
 
     /// Live sessions.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &Session)> {
-        self.slots.iter().enumerate().filter(|(_, s)| s.flags & FREE == 0).map(|(i, s)| (i as u32, s))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.flags & FREE == 0)
+            .map(|(i, s)| (i as u32, s))
     }
 
     /// Live sessions per PDF node.
@@ -250,8 +277,10 @@ impl Sessions {
     pub fn reserve(&mut self, additional: usize) {
         self.slots.reserve(additional);
         let slots = &self.slots;
-        self.by_access.reserve(additional, |&i| slots[i as usize].key.0[0]);
-        self.by_cc.reserve(additional, |&i| cc_hash(slots[i as usize].cc_number));
+        self.by_access
+            .reserve(additional, |&i| slots[i as usize].key.0[0]);
+        self.by_cc
+            .reserve(additional, |&i| cc_hash(slots[i as usize].cc_number));
     }
 
     fn intern(&mut self, host: &str) -> Option<u16> {
@@ -276,12 +305,21 @@ mod tests {
     fn session_is_48_bytes_and_round_trips() {
         assert_eq!(std::mem::size_of::<Session>(), 48);
         let mut sessions = Sessions::default();
-        let pin = Pin { node: 1, connection: 2 };
+        let pin = Pin {
+            node: 1,
+            connection: 2,
+        };
         let a = sessions.insert("lg1.example.net;1700000000;42", 3, 7, 10, 0, pin);
         let b = sessions.insert("odd;id", 3, 8, 1, 0, pin);
-        assert_eq!(sessions.find(AccessKey::of("lg1.example.net;1700000000;42")), Some(a));
+        assert_eq!(
+            sessions.find(AccessKey::of("lg1.example.net;1700000000;42")),
+            Some(a)
+        );
         assert_eq!(sessions.find_cc(8), Some(b));
-        assert_eq!(sessions.access_session_id(a), "lg1.example.net;1700000000;42");
+        assert_eq!(
+            sessions.access_session_id(a),
+            "lg1.example.net;1700000000;42"
+        );
         assert_eq!(sessions.access_session_id(b), "odd;id");
         assert_eq!(sessions.count_by_node().get(&1), Some(&2));
         sessions.remove(a);
