@@ -1,7 +1,8 @@
 //! Shared test helpers: start the real binaries on 127.0.0.1 with port 0, learn their ports
 //! from the `listening ...` line they print, talk to them with our Diameter client and a
 //! minimal HTTP client, and kill them when the test ends. On failure the harness shows the
-//! full command line and everything the process wrote.
+//! full command line and everything the process wrote. [`otp`] runs the Erlang/OTP escript
+//! peer of the interop tests.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -12,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use protocol::peer::{EndToEndIds, Node, PeerConfig};
 use protocol::transport::{Client, ClientOptions, Connection, ConnectionEvent, Handler, Incoming};
+
+pub mod otp;
 
 /// A running server process (pdf or gateway), killed on drop.
 pub struct Process {

@@ -19,6 +19,8 @@ use protocol::transport::{Connection, ConnectionEvent};
 use smallvec::smallvec;
 use testkit::{connect, http_get, Process};
 
+mod otp;
+
 const PDF: &str = env!("CARGO_BIN_EXE_pdf");
 
 /// 8 subscribers: 0-3 in two families of 2 (accounts 0 and 1), 4-7 alone (accounts 2-5);

@@ -2,8 +2,9 @@
 //! over TCP on 127.0.0.1, in both directions.
 //!
 //! The OTP side is `tests/otp/otp_peer.escript`, which compiles the RFC 4006 dictionary
-//! (`shared/otp/dcca_rfc4006.dia`) at start into a scratch directory this test owns, and
-//! prints machine-readable lines (`EVENT`, `STATS`, `DWR`, `LISTENING`, `RESULT`, `FAIL`).
+//! (`shared/otp/dcca_rfc4006.dia`) at start into a scratch directory, and prints
+//! machine-readable lines (`EVENT`, `STATS`, `DWR`, `LISTENING`, `RESULT`, `FAIL`);
+//! [`testkit::otp::OtpPeer`] runs it (the pdf's interop test runs the same escript).
 //!
 //! - [`otp_client_talks_to_our_server`]: OTP connects to our [`Server`]: CER/CEA, 50 CCRs in
 //!   5 concurrent sessions (INITIAL, 8 UPDATE with Used-Service-Unit in MSCC, TERMINATION),
@@ -17,14 +18,10 @@
 //! `scripts/test` installs it (erlang-base, erlang-diameter, erlang-dev; see
 //! `shared/README.md`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command as Process, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -40,6 +37,7 @@ use protocol::transport::{
     Client, ClientOptions, Connection, ConnectionEvent, Handler, Incoming, Server,
 };
 use smallvec::{smallvec, SmallVec};
+use testkit::otp::{Fields, OtpPeer};
 
 const OTP_CLIENT_HOST: &str = "otp-client.example.org";
 const OTP_SERVER_HOST: &str = "otp-server.example.org";
@@ -79,7 +77,7 @@ fn otp_client_talks_to_our_server() {
         .expect("binding 127.0.0.1:0");
     let port = server.local_addr().port().to_string();
 
-    let mut otp = OtpPeer::start(
+    let mut otp = start_otp(
         "client",
         &[&port, &SESSIONS.to_string(), &UPDATES.to_string()],
     );
@@ -191,7 +189,7 @@ fn otp_client_talks_to_our_server() {
 #[test]
 fn our_client_talks_to_otp_server() {
     let runtime = runtime();
-    let mut otp = OtpPeer::start("server", &[]);
+    let mut otp = start_otp("server", &[]);
     let listening = otp.wait_line("LISTENING ", Duration::from_secs(20));
     let port: u16 = Fields::parse(&listening).number("port").try_into().unwrap();
 
@@ -620,213 +618,14 @@ fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<
     }
 }
 
-/// `key=value` words of one line from the escript.
-struct Fields(HashMap<String, String>);
-
-impl Fields {
-    fn parse(line: &str) -> Self {
-        Self(
-            line.split_whitespace()
-                .filter_map(|word| word.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        )
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.0.get(key).map_or("", String::as_str)
-    }
-
-    fn number(&self, key: &str) -> usize {
-        self.get(key).parse().unwrap_or(usize::MAX)
-    }
-}
-
-/// The escript, running; killed on drop.
-struct OtpPeer {
-    command: String,
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-    readers: Vec<JoinHandle<()>>,
-    status: Option<ExitStatus>,
-    scratch: PathBuf,
-}
-
-impl OtpPeer {
-    /// `escript otp_peer.escript MODE DICT SCRATCH ARGS...`.
-    fn start(mode: &str, args: &[&str]) -> Self {
-        let root = env!("CARGO_MANIFEST_DIR");
-        let script = format!("{root}/tests/otp/otp_peer.escript");
-        let dictionary = format!("{root}/../../shared/otp/dcca_rfc4006.dia");
-        let scratch = scratch_dir(mode);
-        let mut all = vec![
-            script.as_str(),
-            mode,
-            dictionary.as_str(),
-            scratch.to_str().expect("UTF-8 temp path"),
-        ];
-        all.extend_from_slice(args);
-        let command = format!("escript {}", all.join(" "));
-        let spawned = Process::new("escript")
-            .args(&all)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match spawned {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_dir_all(&scratch);
-                panic!(
-                    "`escript` is not installed ({e}). This interop test needs Erlang/OTP with its \
-                     diameter application: run scripts/test, which installs erlang-base, \
-                     erlang-diameter and erlang-dev (see shared/README.md)."
-                )
-            }
-            Err(e) => panic!("cannot run `{command}`: {e}"),
-        };
-        let (tx, lines) = mpsc::channel();
-        let stdout = Arc::new(Mutex::new(String::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let out = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let out_text = stdout.clone();
-        let stdout_reader = std::thread::spawn(move || {
-            for line in out.lines().map_while(Result::ok) {
-                let mut text = out_text.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-                let _ = tx.send(line);
-            }
-        });
-        let mut err = child.stderr.take().expect("piped stderr");
-        let err_text = stderr.clone();
-        let stderr_reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n @ 1..) = err.read(&mut buf) {
-                err_text
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Self {
-            command,
-            child,
-            lines,
-            stdout,
-            stderr,
-            readers: vec![stdout_reader, stderr_reader],
-            status: None,
-            scratch,
-        }
-    }
-
-    /// Waits for the next stdout line starting with `prefix` (earlier lines are skipped);
-    /// panics with everything the escript said when it does not come in time.
-    fn wait_line(&mut self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no `{prefix}` line from the escript within {limit:?}\n{}",
-                        self.report("")
-                    )
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    self.reap(Duration::from_secs(2));
-                    panic!(
-                        "the escript ended without a `{prefix}` line\n{}",
-                        self.report("")
-                    )
-                }
-            }
-        }
-    }
-
-    /// Waits for the escript to exit; kills it and panics when it does not in time.
-    fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
-        if !self.reap(limit) {
-            let _ = self.child.kill();
-            self.reap(Duration::from_secs(2));
-            panic!(
-                "the escript did not exit within {limit:?}\n{}",
-                self.report("")
-            );
-        }
-        self.status.expect("reaped")
-    }
-
-    /// Waits up to `limit` for the exit, then for the output readers; whether it exited.
-    fn reap(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        while self.status.is_none() {
-            match self.child.try_wait() {
-                Ok(Some(status)) => self.status = Some(status),
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                _ => return false,
-            }
-        }
-        let drained = Instant::now() + Duration::from_secs(2);
-        while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < drained {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        true
-    }
-
-    fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    /// The `RESULT` line's fields.
-    fn result(&self) -> Fields {
-        let stdout = self.stdout();
-        match stdout.lines().rev().find(|l| l.starts_with("RESULT ")) {
-            Some(line) => Fields::parse(line),
-            None => panic!("no RESULT line\n{}", self.report("")),
-        }
-    }
-
-    /// The command line, exit status and everything the escript printed, with our side's
-    /// account `ours`.
-    fn report(&self, ours: &str) -> String {
-        format!(
-            "command: {}\nstatus: {:?}\n--- escript stdout ---\n{}--- escript stderr ---\n{}--- ours ---\n{ours}\n\
-             (OTP's diameter missing? run scripts/test, which installs erlang-base erlang-diameter erlang-dev)",
-            self.command,
-            self.status,
-            self.stdout(),
-            self.stderr.lock().unwrap(),
-        )
-    }
-}
-
-impl Drop for OtpPeer {
-    fn drop(&mut self) {
-        if self.status.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.scratch);
-    }
-}
-
-/// A fresh directory for the compiled dictionary.
-fn scratch_dir(tag: &str) -> PathBuf {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "diameter-otp-{tag}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&path);
-    std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-    path
+/// Starts the escript in `mode` with `args`: the script beside this crate's tests, the
+/// dictionary in the shared directory next to the repository.
+fn start_otp(mode: &str, args: &[&str]) -> OtpPeer {
+    let root = env!("CARGO_MANIFEST_DIR");
+    OtpPeer::start(
+        Path::new(&format!("{root}/tests/otp/otp_peer.escript")),
+        Path::new(&format!("{root}/../../shared/otp/dcca_rfc4006.dia")),
+        mode,
+        args,
+    )
 }
