@@ -51,7 +51,7 @@ pub struct PopulationSpec {
     #[serde(default = "default_balance")]
     pub balance: BalanceDistribution,
     /// Share of subscribers (0 to 1) in multi-subscriber (family) accounts.
-    #[serde(default)]
+    #[serde(default = "default_shared_share")]
     pub shared_share: f64,
     /// Members of each family account.
     #[serde(default = "default_family_size")]
@@ -76,6 +76,9 @@ fn default_balance() -> BalanceDistribution {
 fn default_family_size() -> u32 {
     4
 }
+fn default_shared_share() -> f64 {
+    0.1
+}
 
 impl Default for PopulationSpec {
     fn default() -> Self {
@@ -84,7 +87,7 @@ impl Default for PopulationSpec {
             subscribers: default_subscribers(),
             first_msisdn: default_first_msisdn(),
             balance: default_balance(),
-            shared_share: 0.1,
+            shared_share: default_shared_share(),
             family_size: default_family_size(),
         }
     }
