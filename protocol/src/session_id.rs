@@ -44,7 +44,15 @@ mod tests {
     fn only_canonical_ids_split() {
         assert_eq!(split("h;0;0"), Some(("h", 0, 0)));
         assert_eq!(split("h;4294967295;1"), Some(("h", u32::MAX, 1)));
-        for odd in ["h;4294967296;1", "h;+1;1", "h;1", ";1;2", "h;1;2;3", "h; 1;2", "h;01;2"] {
+        for odd in [
+            "h;4294967296;1",
+            "h;+1;1",
+            "h;1",
+            ";1;2",
+            "h;1;2;3",
+            "h; 1;2",
+            "h;01;2",
+        ] {
             assert_eq!(split(odd), None, "{odd}");
         }
     }
