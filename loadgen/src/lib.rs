@@ -1,0 +1,11 @@
+//! The load generator: reads a scenario, starts (or finds) the gateway and the pdf, drives
+//! accounting sessions through the gateway, measures honestly, checks the charging books,
+//! and reports.
+//!
+//! - [`scenario`]: the file format and its validation;
+//! - [`run`]: processes, sessions, measurements, the books check;
+//! - [`report`]: the terminal summary, summary.json and the thresholds.
+
+pub mod report;
+pub mod run;
+pub mod scenario;

@@ -1,0 +1,107 @@
+//! The `loadgen` binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use loadgen::scenario::Scenario;
+
+const EXIT_CODES: &str = "Exit status:
+  0   the run passed its thresholds (or `check` found the scenario valid)
+  2   invalid scenario or usage (the message names the file and key)
+  3   infrastructure failure (a process did not start, no connection)
+  99  thresholds breached
+
+Progress goes to stderr every 2 s; the summary to stdout; summary.json to --out.";
+
+/// Scenario runner for the Diameter gateway and PDF.
+#[derive(Debug, Parser)]
+#[command(name = "loadgen", version = concat!(env!("CARGO_PKG_VERSION"), " (report version 1)"), after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Validate a scenario and print its plan.
+    Check {
+        /// The scenario file.
+        file: PathBuf,
+    },
+    /// Run a scenario: start pdf and gateway (topology.spawn), drive traffic, report.
+    Run {
+        /// The scenario file.
+        file: PathBuf,
+        /// Directory for summary.json and the processes' logs (default target/loadgen/<name>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let (file, out) = match &cli.command {
+        Mode::Check { file } => (file, None),
+        Mode::Run { file, out } => (file, Some(out.clone())),
+    };
+    let scenario = match Scenario::load(file) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(out) = out else {
+        print!("{}", scenario.plan());
+        println!("scenario ok");
+        return ExitCode::SUCCESS;
+    };
+    let out = out.unwrap_or_else(|| loadgen::run::default_out(&scenario.name));
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("loadgen: cannot start the runtime: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    eprint!("{}", scenario.plan());
+    let report = match runtime.block_on(loadgen::run::run(scenario, &out)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            return ExitCode::from(3);
+        }
+    };
+    print!("{}", report.summary());
+    let path = out.join("summary.json");
+    match serde_json::to_string_pretty(&report) {
+        Ok(json) => {
+            if let Err(error) = std::fs::write(&path, json) {
+                eprintln!("loadgen: writing {}: {error}", path.display());
+                return ExitCode::from(3);
+            }
+            println!("report: {}", path.display());
+        }
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            return ExitCode::from(3);
+        }
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(99)
+    }
+}

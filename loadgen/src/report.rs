@@ -1,0 +1,298 @@
+//! The report: a terminal summary a person reads in ten seconds, and `summary.json`
+//! (versioned) for machines; thresholds decide the exit status.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::run::{Books, Stats};
+use crate::scenario::Scenario;
+
+/// The report format's version.
+pub const REPORT_VERSION: u32 = 1;
+
+/// How sessions ended.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Outcomes {
+    /// Ran their course.
+    pub completed: u64,
+    /// Ended by a charging decision (4012, or ASR with Termination-Cause ADMINISTRATIVE).
+    pub charged_out: u64,
+    /// Refused at START (unknown subscriber and the like).
+    pub refused: u64,
+    /// Lost to the infrastructure, by reason (link_broken, session_timeout, no_pdf,
+    /// unknown_session, timeout, error): what upgrade strategies are judged by.
+    pub lost: BTreeMap<String, u64>,
+}
+
+impl Outcomes {
+    /// Sessions lost to the infrastructure.
+    pub fn dropped(&self) -> u64 {
+        self.lost.values().sum()
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: u64,
+    /// 90th.
+    pub p90: u64,
+    /// 99th.
+    pub p99: u64,
+    /// 99.9th.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        Self {
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// One step's figures.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    /// START, INTERIM, STOP or EVENT.
+    pub step: String,
+    /// Requests sent.
+    pub sent: u64,
+    /// Answers received.
+    pub answered: u64,
+    /// No answer (timeout or connection loss).
+    pub timeouts: u64,
+    /// Answers by Result-Code.
+    pub results: BTreeMap<u32, u64>,
+    /// Latency from the intended send time.
+    pub scheduled_us: Percentiles,
+    /// Latency from the actual send.
+    pub service_us: Percentiles,
+}
+
+impl StepReport {
+    /// Builds a step's report.
+    pub fn new(
+        step: &str,
+        sent: u64,
+        answered: u64,
+        timeouts: u64,
+        results: BTreeMap<u32, u64>,
+        scheduled: &Histogram<u64>,
+        service: &Histogram<u64>,
+    ) -> Self {
+        Self {
+            step: step.to_owned(),
+            sent,
+            answered,
+            timeouts,
+            results,
+            scheduled_us: Percentiles::of(scheduled),
+            service_us: Percentiles::of(service),
+        }
+    }
+}
+
+/// A threshold and whether it held.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// The `[slo]` key.
+    pub threshold: String,
+    /// Its limit.
+    pub limit: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether it held.
+    pub passed: bool,
+}
+
+/// The whole report (summary.json).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Format version.
+    pub report_version: u32,
+    /// Scenario name.
+    pub scenario: String,
+    /// Seed.
+    pub seed: u64,
+    /// Seconds the run took.
+    pub elapsed_seconds: f64,
+    /// Requests answered per second.
+    pub rate: f64,
+    /// Per step.
+    pub steps: Vec<StepReport>,
+    /// Sessions by outcome.
+    pub sessions: Outcomes,
+    /// Requests failed.
+    pub failed_requests: u64,
+    /// How far behind its schedule the loadgen sent: p99 and max, microseconds.
+    pub loadgen_behind_us: (u64, u64),
+    /// The books check.
+    pub books: Books,
+    /// The thresholds.
+    pub thresholds: Vec<Verdict>,
+}
+
+impl Report {
+    /// Whether every threshold held.
+    pub fn passed(&self) -> bool {
+        self.thresholds.iter().all(|t| t.passed)
+    }
+
+    /// The terminal summary.
+    pub fn summary(&self) -> String {
+        let mut text = format!(
+            "\n== {} (seed {}) ran {:.1} s, {:.0} requests/s ==\n",
+            self.scenario, self.seed, self.elapsed_seconds, self.rate
+        );
+        text += &format!(
+            "{:<8} {:>9} {:>9} {:>8}  {:>8} {:>8} {:>8} {:>8} {:>8}  results\n",
+            "step", "sent", "answered", "timeout", "p50 ms", "p90", "p99", "p99.9", "max"
+        );
+        for step in &self.steps {
+            let ms = |us: u64| us as f64 / 1000.0;
+            let results: Vec<String> = step
+                .results
+                .iter()
+                .map(|(code, n)| format!("{code}:{n}"))
+                .collect();
+            text += &format!(
+                "{:<8} {:>9} {:>9} {:>8}  {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {}\n",
+                step.step,
+                step.sent,
+                step.answered,
+                step.timeouts,
+                ms(step.scheduled_us.p50),
+                ms(step.scheduled_us.p90),
+                ms(step.scheduled_us.p99),
+                ms(step.scheduled_us.p999),
+                ms(step.scheduled_us.max),
+                results.join(" ")
+            );
+        }
+        let lost: Vec<String> = self
+            .sessions
+            .lost
+            .iter()
+            .map(|(why, n)| format!("{why} {n}"))
+            .collect();
+        text += &format!(
+            "sessions: {} completed, {} ended by charging, {} refused, {} lost to the infrastructure{}\n",
+            self.sessions.completed,
+            self.sessions.charged_out,
+            self.sessions.refused,
+            self.sessions.dropped(),
+            if lost.is_empty() { String::new() } else { format!(" ({})", lost.join(", ")) }
+        );
+        text += &format!(
+            "loadgen behind its schedule: p99 {:.2} ms, max {:.2} ms\n",
+            self.loadgen_behind_us.0 as f64 / 1000.0,
+            self.loadgen_behind_us.1 as f64 / 1000.0
+        );
+        let books = &self.books;
+        text += &match &books.error {
+            Some(error) => format!("books: NOT CHECKED ({error})\n"),
+            None => format!(
+                "books: {} accounts compared, {} mismatched, {} left out (a request's outcome unknown); pdf's own check {}\n",
+                books.accounts_compared,
+                books.mismatches,
+                books.accounts_uncertain,
+                if books.pdf_books_ok { "ok" } else { "FAILED" }
+            ),
+        };
+        for example in &books.examples {
+            text += &format!("  {example}\n");
+        }
+        for verdict in &self.thresholds {
+            text += &format!(
+                "threshold {:<18} limit {:<10} measured {:<10} {}\n",
+                verdict.threshold,
+                verdict.limit,
+                verdict.measured,
+                if verdict.passed { "pass" } else { "FAIL" }
+            );
+        }
+        text += if self.passed() {
+            "RESULT: pass\n"
+        } else {
+            "RESULT: FAIL (thresholds breached)\n"
+        };
+        text
+    }
+}
+
+/// Builds the report and judges the thresholds.
+pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books) -> Report {
+    let steps = stats.step_reports();
+    let answered: u64 = steps.iter().map(|s| s.answered).sum();
+    let sessions = stats.outcomes();
+    let mut thresholds = Vec::new();
+    let slo = &scenario.slo;
+    if let Some(limit) = slo.dropped_sessions {
+        let measured = sessions.dropped();
+        thresholds.push(Verdict {
+            threshold: "dropped_sessions".into(),
+            limit: limit.to_string(),
+            measured: measured.to_string(),
+            passed: measured <= limit,
+        });
+    }
+    if let Some(limit) = slo.failed_requests {
+        let measured = stats.failed();
+        thresholds.push(Verdict {
+            threshold: "failed_requests".into(),
+            limit: limit.to_string(),
+            measured: measured.to_string(),
+            passed: measured <= limit,
+        });
+    }
+    if let Some(limit) = slo.p99_latency {
+        let worst = steps.iter().map(|s| s.scheduled_us.p99).max().unwrap_or(0);
+        thresholds.push(Verdict {
+            threshold: "p99_latency".into(),
+            limit: format!("{:.2}ms", limit.0.as_secs_f64() * 1000.0),
+            measured: format!("{:.2}ms", worst as f64 / 1000.0),
+            passed: u128::from(worst) <= limit.0.as_micros(),
+        });
+    }
+    if let Some(limit) = slo.charging_mismatch {
+        let measured = if books.error.is_some() || !books.pdf_books_ok {
+            u64::MAX
+        } else {
+            books.mismatches
+        };
+        thresholds.push(Verdict {
+            threshold: "charging_mismatch".into(),
+            limit: limit.to_string(),
+            measured: if measured == u64::MAX {
+                "unchecked".into()
+            } else {
+                measured.to_string()
+            },
+            passed: measured <= limit,
+        });
+    }
+    Report {
+        report_version: REPORT_VERSION,
+        scenario: scenario.name.clone(),
+        seed: scenario.seed,
+        elapsed_seconds: elapsed.as_secs_f64(),
+        rate: answered as f64 / elapsed.as_secs_f64().max(1e-9),
+        steps,
+        sessions,
+        failed_requests: stats.failed(),
+        loadgen_behind_us: stats.behind(),
+        books,
+        thresholds,
+    }
+}

@@ -1,0 +1,908 @@
+//! Running a scenario: start the processes, drive the sessions, measure, check the books.
+//!
+//! Every message has an intended send time from the plan; latency is recorded from it
+//! (scheduled) and from the actual send (service), so that a loadgen falling behind shows up
+//! instead of hiding (coordinated omission). Every usage report that the gateway answered
+//! 2001 or 4012 was charged by the PDF, so the loadgen knows each account's expected debit
+//! and checks it against the PDF's books at the end, exactly.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use pdf::population::{BalanceDistribution, PopulationSpec};
+use pdf::tariff::Tariff;
+use protocol::dictionary::{AccountingRecordType, SubscriptionIdType, TerminationCause};
+use protocol::grammar::{Command, Envelope};
+use protocol::header::{ApplicationId, CommandCode, HopByHopId};
+use protocol::messages::{Aca, Acr, Asa, Asr, ErrorAnswer, ServiceUnit, SubscriptionId};
+use protocol::peer::{EndToEndIds, Node, PeerConfig};
+use protocol::result_code::ResultCode;
+use protocol::transport::{Client, ClientOptions, Connection, Handler, Incoming};
+use smallvec::smallvec;
+
+use crate::report::{Outcomes, Report, StepReport};
+use crate::scenario::{Kind, Scenario};
+
+/// The steps measured separately.
+pub const STEPS: [&str; 4] = ["START", "INTERIM", "STOP", "EVENT"];
+
+/// Per-step measurements.
+pub struct Step {
+    sent: AtomicU64,
+    answered: AtomicU64,
+    timeouts: AtomicU64,
+    results: Mutex<BTreeMap<u32, u64>>,
+    scheduled: Mutex<Histogram<u64>>,
+    service: Mutex<Histogram<u64>>,
+}
+
+impl Step {
+    fn new() -> Self {
+        let histogram = || {
+            Mutex::new(
+                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid"),
+            )
+        };
+        Self {
+            sent: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            timeouts: AtomicU64::new(0),
+            results: Mutex::default(),
+            scheduled: histogram(),
+            service: histogram(),
+        }
+    }
+}
+
+/// Everything the sessions record.
+pub struct Stats {
+    steps: [Step; 4],
+    outcomes: Mutex<Outcomes>,
+    expected: Mutex<HashMap<u32, i64>>,
+    uncertain: Mutex<HashSet<u32>>,
+    live: AtomicU64,
+    failed: AtomicU64,
+    behind: Mutex<Histogram<u64>>,
+    interval: Mutex<Histogram<u64>>,
+}
+
+/// The access connections' handler: answers ASR and remembers its cause per session.
+#[derive(Default)]
+struct AsrInbox {
+    causes: Mutex<HashMap<String, Option<TerminationCause>>>,
+}
+
+impl Handler for AsrInbox {
+    fn on_request(&self, _: &Connection, incoming: Incoming) {
+        if incoming.message.header().command != CommandCode::ABORT_SESSION {
+            return incoming
+                .responder
+                .reject(protocol::error::DecodeError::CommandUnsupported {
+                    command: incoming.message.header().command,
+                });
+        }
+        let message = incoming.message;
+        let (session_id, cause) = match Asr::decode(&message.view()) {
+            Ok(asr) => (asr.session_id.to_owned(), asr.termination_cause),
+            Err(error) => return incoming.responder.reject(error),
+        };
+        self.causes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(session_id.clone(), cause);
+        let asa = Asa {
+            session_id: &session_id,
+            result_code: ResultCode::SUCCESS,
+            origin_host: "loadgen",
+            origin_realm: "example.net",
+            ..Default::default()
+        };
+        incoming.responder.answer_with(|envelope, buf| {
+            asa.encode(envelope, buf);
+        });
+    }
+}
+
+/// A started server process, stopped with SIGTERM when dropped.
+struct Spawned {
+    child: std::process::Child,
+    name: &'static str,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::warn!(
+            process = self.name,
+            "did not stop within 10 s of SIGTERM; killing it"
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `binary` with `args`, its stderr into `log`; returns it and its addresses.
+fn spawn(
+    name: &'static str,
+    binary: &Path,
+    args: &[String],
+    log: &Path,
+) -> anyhow::Result<(Spawned, SocketAddr, SocketAddr)> {
+    use std::io::BufRead;
+    if !binary.exists() {
+        bail!(
+            "{} not found: build the workspace first (cargo build --release)",
+            binary.display()
+        );
+    }
+    let stderr =
+        std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut child = std::process::Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let process = Spawned { child, name };
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(line)) = lines.next() {
+            let _ = tx.send(line);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+        anyhow::anyhow!(
+            "{name} printed no `listening` line within 30 s; see {}",
+            log.display()
+        )
+    })?;
+    let field = |key: &str| -> anyhow::Result<SocketAddr> {
+        line.split_whitespace()
+            .find_map(|f| f.strip_prefix(key))
+            .context(format!("{name}: no {key} in {line:?}"))?
+            .parse()
+            .context(format!("{name}: bad address in {line:?}"))
+    };
+    let (diameter, admin) = (field("diameter=")?, field("admin=")?);
+    Ok((process, diameter, admin))
+}
+
+fn population_toml(spec: &PopulationSpec) -> String {
+    let balance = match spec.balance {
+        BalanceDistribution::Constant { value } => {
+            format!("{{ dist = \"constant\", value = {value} }}")
+        }
+        BalanceDistribution::Uniform { min, max } => {
+            format!("{{ dist = \"uniform\", min = {min}, max = {max} }}")
+        }
+    };
+    format!(
+        "[population]\nseed = {}\nsubscribers = {}\nfirst_msisdn = {}\nbalance = {balance}\nshared_share = {}\nfamily_size = {}\n",
+        spec.seed, spec.subscribers, spec.first_msisdn, spec.shared_share, spec.family_size
+    )
+}
+
+/// A minimal HTTP GET (the admin ports speak HTTP/1.1).
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    }
+    Ok(body.to_owned())
+}
+
+/// Runs the scenario; returns the report.
+pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut processes = Vec::new();
+    let (gateway_addr, pdf_admin) = if scenario.topology.spawn {
+        let dir = std::env::current_exe()?
+            .parent()
+            .context("no directory for the loadgen")?
+            .to_path_buf();
+        let pdf_config = out.join("pdf.toml");
+        std::fs::write(&pdf_config, population_toml(&scenario.population))?;
+        let pdf_args: Vec<String> = [
+            "--config",
+            &pdf_config.display().to_string(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let (pdf, pdf_addr, pdf_admin) =
+            spawn("pdf", &dir.join("pdf"), &pdf_args, &out.join("pdf.log"))?;
+        processes.push(pdf);
+        let gateway_args: Vec<String> = vec![
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--admin".into(),
+            "127.0.0.1:0".into(),
+            "--pdf".into(),
+            pdf_addr.to_string(),
+            "--pool-size".into(),
+            scenario.topology.pdf_connections.to_string(),
+            "--policy".into(),
+            scenario.topology.policy.clone(),
+        ];
+        let (gateway, gateway_addr, _) = spawn(
+            "gateway",
+            &dir.join("gateway"),
+            &gateway_args,
+            &out.join("gateway.log"),
+        )?;
+        processes.push(gateway);
+        (gateway_addr, pdf_admin)
+    } else {
+        (
+            scenario.topology.gateway.context("topology.gateway")?,
+            scenario.topology.pdf_admin.context("topology.pdf_admin")?,
+        )
+    };
+
+    let inbox = Arc::new(AsrInbox::default());
+    let mut connections = Vec::new();
+    let mut clients = Vec::new();
+    for i in 0..scenario.topology.access_connections {
+        let config = PeerConfig::new(format!("lg{i}.loadgen.example.net"), "example.net");
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let node = Node::new(config, EndToEndIds::new(unix, fastrand::u32(..)));
+        let client = Client::start(
+            gateway_addr,
+            node.clone(),
+            inbox.clone(),
+            ClientOptions {
+                reconnect: false,
+                ..Default::default()
+            },
+        );
+        let connection = client
+            .wait_open(Duration::from_secs(15))
+            .await
+            .context("no access connection to the gateway")?;
+        connections.push((connection, node));
+        clients.push(client);
+    }
+    // Let the gateway's PDF pool come up before the first START.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let stats = Arc::new(Stats {
+        steps: [Step::new(), Step::new(), Step::new(), Step::new()],
+        outcomes: Mutex::default(),
+        expected: Mutex::default(),
+        uncertain: Mutex::default(),
+        live: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        behind: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds")),
+        interval: Mutex::new(
+            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds"),
+        ),
+    });
+    let scenario = Arc::new(scenario);
+    let started = Instant::now();
+    let deadline = started + scenario.duration.0;
+    let counter = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let progress = tokio::spawn(report_progress(stats.clone(), started, scenario.duration.0));
+
+    let mut tasks = Vec::new();
+    let ramp = scenario.load.ramp.map_or(Duration::ZERO, |r| r.0);
+    match (
+        scenario.load.concurrent_sessions,
+        scenario.load.arrival_rate,
+    ) {
+        (Some(n), _) => {
+            for slot in 0..n {
+                let ctx = Ctx {
+                    scenario: scenario.clone(),
+                    stats: stats.clone(),
+                    inbox: inbox.clone(),
+                    connections: connections.clone(),
+                    deadline,
+                    counter: counter.clone(),
+                };
+                let begin = started + ramp.mul_f64(f64::from(slot) / f64::from(n));
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep_until(begin.into()).await;
+                    while Instant::now() < ctx.deadline {
+                        ctx.session().await;
+                    }
+                }));
+            }
+        }
+        (_, Some(rate)) => {
+            let ctx = Ctx {
+                scenario: scenario.clone(),
+                stats: stats.clone(),
+                inbox: inbox.clone(),
+                connections: connections.clone(),
+                deadline,
+                counter: counter.clone(),
+            };
+            let cap = u64::from(scenario.load.max_sessions.unwrap_or(u32::MAX));
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(ctx.scenario.seed ^ 0x5eed);
+                let mut next = Instant::now();
+                let mut children = Vec::new();
+                while next < ctx.deadline && !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep_until(next.into()).await;
+                    if ctx.stats.live.load(Ordering::Relaxed) < cap {
+                        let child = ctx.clone();
+                        children.push(tokio::spawn(async move { child.session().await }));
+                    }
+                    let ramped = if ramp.is_zero() {
+                        1.0
+                    } else {
+                        (next.duration_since(started).as_secs_f64() / ramp.as_secs_f64())
+                            .clamp(0.05, 1.0)
+                    };
+                    next += Duration::from_secs_f64(-(1.0 - rng.f64()).ln() / (rate * ramped));
+                }
+                for child in children {
+                    let _ = child.await;
+                }
+            }));
+        }
+        _ => unreachable!("validated: one load model"),
+    }
+    for task in tasks {
+        task.await.context("a session task panicked")?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    progress.abort();
+    let elapsed = started.elapsed();
+
+    let books = check_books(pdf_admin, &stats, &scenario.population).await;
+    for client in clients {
+        client
+            .close(protocol::dictionary::DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU)
+            .await;
+    }
+    drop(processes);
+    Ok(crate::report::build(&scenario, &stats, elapsed, books))
+}
+
+/// What one session needs.
+#[derive(Clone)]
+struct Ctx {
+    scenario: Arc<Scenario>,
+    stats: Arc<Stats>,
+    inbox: Arc<AsrInbox>,
+    connections: Vec<(Connection, Arc<Node>)>,
+    deadline: Instant,
+    counter: Arc<AtomicU64>,
+}
+
+/// How a session ended.
+enum End {
+    Completed,
+    ChargedOut,
+    Refused,
+    Lost(&'static str),
+}
+
+impl Ctx {
+    async fn session(&self) {
+        let index = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.stats.live.fetch_add(1, Ordering::Relaxed);
+        let mut rng = fastrand::Rng::with_seed(
+            self.scenario.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        let mix = &self.scenario.mix[self.scenario.pick(rng.f64())];
+        let subscriber = rng.u32(0..self.scenario.population.subscribers);
+        let account = self.scenario.population.account_of(subscriber);
+        let (connection, node) =
+            &self.connections[(index % self.connections.len() as u64) as usize];
+        let session_id = format!(
+            "{};{};{}",
+            node.config.origin_host,
+            index >> 32,
+            index & 0xffff_ffff
+        );
+        let msisdn = self.scenario.population.msisdn(subscriber).to_string();
+        let tariff = Tariff::default();
+        let service = tariff
+            .service_index(mix.rating_group())
+            .map(|i| tariff.service(i).clone());
+        let send = |kind: AccountingRecordType, number: u32, usage: Option<u64>| {
+            let acr = Acr {
+                session_id: &session_id,
+                origin_host: &node.config.origin_host,
+                origin_realm: "example.net",
+                destination_realm: "example.net",
+                accounting_record_type: kind,
+                accounting_record_number: number,
+                acct_application_id: Some(3),
+                subscription_ids: smallvec![SubscriptionId {
+                    subscription_id_type: SubscriptionIdType::END_USER_E164,
+                    subscription_id_data: &msisdn
+                }],
+                rating_group: Some(mix.rating_group()),
+                used_service_unit: usage.map(|u| match mix.kind {
+                    Kind::Voice => ServiceUnit {
+                        cc_time: Some(u as u32),
+                        ..Default::default()
+                    },
+                    Kind::Data => ServiceUnit {
+                        cc_total_octets: Some(u),
+                        ..Default::default()
+                    },
+                    Kind::Event => ServiceUnit {
+                        cc_service_specific_units: Some(u),
+                        ..Default::default()
+                    },
+                }),
+                termination_cause: (kind == AccountingRecordType::STOP_RECORD)
+                    .then_some(TerminationCause::LOGOUT),
+                ..Default::default()
+            };
+            let mut out = BytesMut::with_capacity(256);
+            acr.encode(
+                Envelope::request(
+                    ApplicationId::BASE_ACCOUNTING,
+                    HopByHopId(0),
+                    node.end_to_end.next(),
+                ),
+                &mut out,
+            );
+            out.freeze()
+        };
+        let charge = |usage: u64| {
+            if let Some(service) = &service {
+                *self
+                    .stats
+                    .expected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(account)
+                    .or_default() += service.cost(usage);
+            }
+        };
+        let uncertain = || {
+            self.stats
+                .uncertain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(account);
+        };
+        let scale = self.scenario.time_scale;
+
+        if mix.kind == Kind::Event {
+            let result = self
+                .exchange(
+                    connection,
+                    3,
+                    Instant::now(),
+                    send(AccountingRecordType::EVENT_RECORD, 0, Some(1)),
+                )
+                .await;
+            match result {
+                Some(ResultCode::SUCCESS) => charge(1),
+                Some(_) => {}
+                None => uncertain(),
+            }
+            return self.finish(match result {
+                Some(ResultCode::SUCCESS) => End::Completed,
+                Some(ResultCode::CREDIT_LIMIT_REACHED) => End::ChargedOut,
+                Some(_) => End::Refused,
+                None => End::Lost("timeout"),
+            });
+        }
+
+        let length = mix
+            .duration
+            .as_ref()
+            .map_or(0.0, |d| d.sample(&mut rng))
+            .max(1.0);
+        let interval = mix.interval.map_or(30.0, |i| i.0.as_secs_f64());
+        let start = Instant::now();
+        match self
+            .exchange(
+                connection,
+                0,
+                start,
+                send(AccountingRecordType::START_RECORD, 0, None),
+            )
+            .await
+        {
+            Some(ResultCode::SUCCESS) => {}
+            Some(ResultCode::CREDIT_LIMIT_REACHED) => return self.finish(End::ChargedOut),
+            Some(_) => return self.finish(End::Refused),
+            None => {
+                uncertain();
+                return self.finish(End::Lost("timeout"));
+            }
+        }
+        let mut elapsed = 0.0;
+        let mut number = 0;
+        let end = loop {
+            let next = (elapsed + interval).min(length);
+            let intended = start + Duration::from_secs_f64(next / scale);
+            let last = next >= length || intended >= self.deadline;
+            let intended = intended.min(self.deadline.max(Instant::now()));
+            tokio::time::sleep_until(intended.into()).await;
+            let aborted = self
+                .inbox
+                .causes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&session_id);
+            if let Some(cause) = aborted {
+                match cause {
+                    Some(TerminationCause::ADMINISTRATIVE) => {
+                        // A charging decision: the session stops with its usage, charged.
+                        number += 1;
+                        let used =
+                            self.usage(mix.kind, &mut rng, mix.usage.as_ref(), next - elapsed);
+                        match self
+                            .exchange(
+                                connection,
+                                2,
+                                intended,
+                                send(AccountingRecordType::STOP_RECORD, number, Some(used)),
+                            )
+                            .await
+                        {
+                            Some(ResultCode::SUCCESS) => charge(used),
+                            Some(_) => {}
+                            None => uncertain(),
+                        }
+                        break End::ChargedOut;
+                    }
+                    Some(TerminationCause::SESSION_TIMEOUT) => break End::Lost("session_timeout"),
+                    _ => break End::Lost("link_broken"),
+                }
+            }
+            let actual_next = if last {
+                ((Instant::now().min(self.deadline))
+                    .duration_since(start)
+                    .as_secs_f64()
+                    * scale)
+                    .min(length)
+            } else {
+                next
+            };
+            let used = self.usage(
+                mix.kind,
+                &mut rng,
+                mix.usage.as_ref(),
+                (actual_next - elapsed).max(0.0),
+            );
+            number += 1;
+            let (kind, step) = if last {
+                (AccountingRecordType::STOP_RECORD, 2)
+            } else {
+                (AccountingRecordType::INTERIM_RECORD, 1)
+            };
+            match self
+                .exchange(connection, step, intended, send(kind, number, Some(used)))
+                .await
+            {
+                Some(ResultCode::SUCCESS) => charge(used),
+                Some(ResultCode::CREDIT_LIMIT_REACHED) => {
+                    charge(used);
+                    break End::ChargedOut;
+                }
+                Some(ResultCode::UNKNOWN_SESSION_ID) => break End::Lost("unknown_session"),
+                Some(ResultCode::TOO_BUSY) => {
+                    uncertain();
+                    break End::Lost("no_pdf");
+                }
+                Some(_) => {
+                    uncertain();
+                    break End::Lost("error");
+                }
+                None => {
+                    uncertain();
+                    break End::Lost("timeout");
+                }
+            }
+            elapsed = actual_next;
+            if last {
+                break End::Completed;
+            }
+        };
+        self.finish(end);
+    }
+
+    /// Units used over `seconds` of session time.
+    fn usage(
+        &self,
+        kind: Kind,
+        rng: &mut fastrand::Rng,
+        usage: Option<&crate::scenario::Dist>,
+        seconds: f64,
+    ) -> u64 {
+        match kind {
+            Kind::Voice => seconds.round() as u64,
+            Kind::Data => usage.map_or(0.0, |d| d.sample(rng)).max(0.0) as u64,
+            Kind::Event => 1,
+        }
+    }
+
+    fn finish(&self, end: End) {
+        let mut outcomes = self
+            .stats
+            .outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match end {
+            End::Completed => outcomes.completed += 1,
+            End::ChargedOut => outcomes.charged_out += 1,
+            End::Refused => outcomes.refused += 1,
+            End::Lost(why) => *outcomes.lost.entry(why.to_owned()).or_default() += 1,
+        }
+        drop(outcomes);
+        self.stats.live.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sends one ACR and records the step; None on timeout or connection loss.
+    async fn exchange(
+        &self,
+        connection: &Connection,
+        step: usize,
+        intended: Instant,
+        request: Bytes,
+    ) -> Option<ResultCode> {
+        let measure = &self.stats.steps[step];
+        measure.sent.fetch_add(1, Ordering::Relaxed);
+        let sent = Instant::now();
+        let behind = sent.saturating_duration_since(intended);
+        let _ = self
+            .stats
+            .behind
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(behind.as_micros().max(1) as u64);
+        let answer = connection
+            .request(request, Some(Duration::from_secs(5)))
+            .await;
+        let done = Instant::now();
+        let Ok(answer) = answer else {
+            measure.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let view = answer.view();
+        let result = if view.header().flags.is_error() {
+            ErrorAnswer::decode(&view).map(|e| e.result_code)
+        } else {
+            Aca::decode(&view).map(|a| a.result_code)
+        }
+        .unwrap_or(ResultCode::UNABLE_TO_COMPLY);
+        measure.answered.fetch_add(1, Ordering::Relaxed);
+        *measure
+            .results
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(result.0)
+            .or_default() += 1;
+        let _ = measure
+            .scheduled
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(done.duration_since(intended.min(sent)).as_micros().max(1) as u64);
+        let _ = measure
+            .service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(done.duration_since(sent).as_micros().max(1) as u64);
+        let _ = self
+            .stats
+            .interval
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(done.duration_since(intended.min(sent)).as_micros().max(1) as u64);
+        if !matches!(
+            result,
+            ResultCode::SUCCESS | ResultCode::CREDIT_LIMIT_REACHED | ResultCode::USER_UNKNOWN
+        ) {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(result)
+    }
+}
+
+/// One status line every 2 seconds on stderr.
+async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.tick().await;
+    let mut last_answered = 0;
+    loop {
+        tick.tick().await;
+        let answered: u64 = stats
+            .steps
+            .iter()
+            .map(|s| s.answered.load(Ordering::Relaxed))
+            .sum();
+        let p99 = {
+            let mut interval = stats.interval.lock().unwrap_or_else(|p| p.into_inner());
+            let p99 = interval.value_at_quantile(0.99);
+            interval.reset();
+            p99
+        };
+        eprintln!(
+            "[{:>5.0}s/{:.0}s] {:>8.0} req/s  live sessions {:>7}  p99 {:>7.2} ms  failed {}",
+            started.elapsed().as_secs_f64(),
+            total.as_secs_f64(),
+            (answered - last_answered) as f64 / 2.0,
+            stats.live.load(Ordering::Relaxed),
+            p99 as f64 / 1000.0,
+            stats.failed.load(Ordering::Relaxed)
+        );
+        last_answered = answered;
+    }
+}
+
+/// The books check's result.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Books {
+    /// Whether the check could run.
+    pub checked: bool,
+    /// Accounts compared exactly.
+    pub accounts_compared: u64,
+    /// Accounts left out because some request's outcome is unknown (a timeout).
+    pub accounts_uncertain: u64,
+    /// Accounts whose debit differs from usage x tariff.
+    pub mismatches: u64,
+    /// The first few mismatches.
+    pub examples: Vec<String>,
+    /// The pdf's own books check.
+    pub pdf_books_ok: bool,
+    /// Why the check could not run.
+    pub error: Option<String>,
+}
+
+async fn check_books(admin: SocketAddr, stats: &Stats, spec: &PopulationSpec) -> Books {
+    let expected = stats
+        .expected
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let uncertain = stats
+        .uncertain
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let accounts = spec.accounts();
+    let result = tokio::task::spawn_blocking(move || -> anyhow::Result<Books> {
+        let mut books = Books {
+            checked: true,
+            ..Default::default()
+        };
+        let pdf_books: serde_json::Value = serde_json::from_str(&http_get(admin, "/books")?)?;
+        books.pdf_books_ok = pdf_books["ok"] == true;
+        let mut from = 0u32;
+        while from < accounts {
+            let page: serde_json::Value = serde_json::from_str(&http_get(
+                admin,
+                &format!("/accounts?from={from}&count=10000"),
+            )?)?;
+            let list = page["accounts"]
+                .as_array()
+                .context("no accounts in the page")?;
+            if list.is_empty() {
+                break;
+            }
+            for account in list {
+                let id = account["id"].as_u64().context("account id")? as u32;
+                let debited = account["debited"].as_i64().context("debited")?;
+                if uncertain.contains(&id) {
+                    books.accounts_uncertain += 1;
+                    continue;
+                }
+                books.accounts_compared += 1;
+                let want = expected.get(&id).copied().unwrap_or(0);
+                if debited != want {
+                    books.mismatches += 1;
+                    if books.examples.len() < 10 {
+                        books.examples.push(format!(
+                            "account {id}: debited {debited}, usage x tariff {want}"
+                        ));
+                    }
+                }
+            }
+            from += list.len() as u32;
+        }
+        Ok(books)
+    })
+    .await;
+    match result {
+        Ok(Ok(books)) => books,
+        Ok(Err(error)) => Books {
+            error: Some(format!("{error:#}")),
+            ..Default::default()
+        },
+        Err(error) => Books {
+            error: Some(error.to_string()),
+            ..Default::default()
+        },
+    }
+}
+
+impl Stats {
+    /// The step measurements, for the report.
+    pub fn step_reports(&self) -> Vec<StepReport> {
+        STEPS
+            .iter()
+            .zip(&self.steps)
+            .filter(|(_, s)| s.sent.load(Ordering::Relaxed) > 0)
+            .map(|(name, s)| {
+                let scheduled = s
+                    .scheduled
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let service = s.service.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                StepReport::new(
+                    name,
+                    s.sent.load(Ordering::Relaxed),
+                    s.answered.load(Ordering::Relaxed),
+                    s.timeouts.load(Ordering::Relaxed),
+                    s.results.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    &scheduled,
+                    &service,
+                )
+            })
+            .collect()
+    }
+
+    /// Session outcomes.
+    pub fn outcomes(&self) -> Outcomes {
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// How far behind its schedule the loadgen sent (p99, max) in microseconds.
+    pub fn behind(&self) -> (u64, u64) {
+        let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        (behind.value_at_quantile(0.99), behind.max())
+    }
+
+    /// Requests failed.
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Where reports go by default.
+pub fn default_out(name: &str) -> PathBuf {
+    PathBuf::from("target").join("loadgen").join(name)
+}
