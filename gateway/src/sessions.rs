@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 
 use hashbrown::HashTable;
+use protocol::session_id::CompactIds;
 
 /// The 128-bit hash of an access Session-Id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -95,9 +96,7 @@ pub struct Sessions {
     free: Vec<u32>,
     by_access: HashTable<u32>,
     by_cc: HashTable<u32>,
-    hosts: Vec<Box<str>>,
-    host_ids: HashMap<Box<str>, u16>,
-    texts: HashMap<u32, Box<str>>,
+    ids: CompactIds,
     live: usize,
 }
 
@@ -160,14 +159,8 @@ impl Sessions {
         pin: Pin,
     ) -> u32 {
         let key = AccessKey::of(access_session_id);
-        let (access_host, access_high, access_low) =
-            match protocol::session_id::split(access_session_id) {
-                Some((host, high, low)) => match self.intern(host) {
-                    Some(id) => (id, high, low),
-                    None => (u16::MAX, 0, 0),
-                },
-                None => (u16::MAX, 0, 0),
-            };
+        let next = self.free.last().copied().unwrap_or(self.slots.len() as u32);
+        let (access_host, access_high, access_low) = self.ids.store(next, access_session_id);
         let session = Session {
             key,
             access_host,
@@ -192,9 +185,6 @@ impl Sessions {
                 (self.slots.len() - 1) as u32
             }
         };
-        if access_host == u16::MAX {
-            self.texts.insert(slot, access_session_id.into());
-        }
         let slots = &self.slots;
         self.by_access
             .insert_unique(key.0[0], slot, |&i| slots[i as usize].key.0[0]);
@@ -228,7 +218,7 @@ impl Sessions {
             entry.remove();
         }
         self.slots[slot as usize].flags = FREE;
-        self.texts.remove(&slot);
+        self.ids.forget(slot);
         self.free.push(slot);
         self.live -= 1;
     }
@@ -236,16 +226,8 @@ impl Sessions {
     /// The access Session-Id of a session.
     pub fn access_session_id(&self, slot: u32) -> String {
         let s = &self.slots[slot as usize];
-        match self.hosts.get(usize::from(s.access_host)) {
-            Some(host) if s.access_host != u16::MAX => {
-                format!("{host};{};{}", s.access_high, s.access_low)
-            }
-            _ => self
-                .texts
-                .get(&slot)
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
-        }
+        self.ids
+            .text(slot, s.access_host, s.access_high, s.access_low)
     }
 
     /// Live sessions.
@@ -281,19 +263,6 @@ impl Sessions {
             .reserve(additional, |&i| slots[i as usize].key.0[0]);
         self.by_cc
             .reserve(additional, |&i| cc_hash(slots[i as usize].cc_number));
-    }
-
-    fn intern(&mut self, host: &str) -> Option<u16> {
-        if let Some(&id) = self.host_ids.get(host) {
-            return Some(id);
-        }
-        if self.hosts.len() >= usize::from(u16::MAX) {
-            return None;
-        }
-        let id = self.hosts.len() as u16;
-        self.hosts.push(host.into());
-        self.host_ids.insert(host.into(), id);
-        Some(id)
     }
 }
 

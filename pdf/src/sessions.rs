@@ -9,9 +9,8 @@
 //! form is kept as text in a side map. Each account threads its live sessions through the
 //! slots (`next_in_account`) so that a shared account's sessions can be aborted together.
 
-use std::collections::HashMap;
-
 use hashbrown::HashTable;
+use protocol::session_id::CompactIds;
 
 use crate::ledger::NO_SESSION;
 
@@ -130,9 +129,7 @@ pub struct Sessions {
     slots: Vec<Slot>,
     free: Vec<u32>,
     index: HashTable<u32>,
-    hosts: Vec<Box<str>>,
-    host_ids: HashMap<Box<str>, u16>,
-    texts: HashMap<u32, Box<str>>,
+    ids: CompactIds,
     live: usize,
 }
 
@@ -185,7 +182,8 @@ impl Sessions {
         service: u8,
         first_in_account: u32,
     ) -> u32 {
-        let (host, high, low) = self.compact(session_id);
+        let index = self.free.last().copied().unwrap_or(self.slots.len() as u32);
+        let (host, high, low) = self.ids.store(index, session_id);
         let slot = Slot {
             key,
             account,
@@ -200,18 +198,9 @@ impl Sessions {
             last_number: 0,
             last_granted: 0,
         };
-        let index = match self.free.pop() {
-            Some(index) => {
-                self.slots[index as usize] = slot;
-                index
-            }
-            None => {
-                self.slots.push(slot);
-                (self.slots.len() - 1) as u32
-            }
-        };
-        if host == u16::MAX {
-            self.texts.insert(index, session_id.into());
+        match self.free.pop() {
+            Some(free) => self.slots[free as usize] = slot,
+            None => self.slots.push(slot),
         }
         let slots = &self.slots;
         self.index
@@ -230,7 +219,7 @@ impl Sessions {
         {
             entry.remove();
             self.slots[index as usize].account = FREE;
-            self.texts.remove(&index);
+            self.ids.forget(index);
             self.free.push(index);
             self.live -= 1;
         }
@@ -239,14 +228,7 @@ impl Sessions {
     /// The Session-Id text of a session.
     pub fn session_id(&self, index: u32) -> String {
         let slot = &self.slots[index as usize];
-        match self.hosts.get(usize::from(slot.host)) {
-            Some(host) if slot.host != u16::MAX => format!("{host};{};{}", slot.high, slot.low),
-            _ => self
-                .texts
-                .get(&index)
-                .map(|t| t.to_string())
-                .unwrap_or_default(),
-        }
+        self.ids.text(index, slot.host, slot.high, slot.low)
     }
 
     /// Iterates live slots (for expiry and snapshots).
@@ -256,28 +238,6 @@ impl Sessions {
             .enumerate()
             .map(|(i, s)| (i as u32, s))
             .filter(|(_, s)| s.account != FREE)
-    }
-
-    /// Splits a canonical `<host>;<high>;<low>` Session-Id; anything else is kept as text.
-    fn compact(&mut self, session_id: &str) -> (u16, u32, u32) {
-        let mut parts = session_id.rsplitn(3, ';');
-        let (Some(low), Some(high), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
-            return (u16::MAX, 0, 0);
-        };
-        let canonical = |s: &str| s.parse::<u32>().ok().filter(|n| n.to_string() == s);
-        let (Some(high), Some(low)) = (canonical(high), canonical(low)) else {
-            return (u16::MAX, 0, 0);
-        };
-        if let Some(&id) = self.host_ids.get(host) {
-            return (id, high, low);
-        }
-        if self.hosts.len() >= usize::from(u16::MAX) {
-            return (u16::MAX, 0, 0);
-        }
-        let id = self.hosts.len() as u16;
-        self.hosts.push(host.into());
-        self.host_ids.insert(host.into(), id);
-        (id, high, low)
     }
 
     /// Heap bytes held by the table (slots, index, free list), for the memory figure.

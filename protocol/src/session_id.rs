@@ -57,3 +57,79 @@ mod tests {
         }
     }
 }
+
+/// Stores many Session-Ids compactly: canonical ones as an interned host index and two
+/// integers (kept by the caller, in its own slot layout), others as text under the caller's
+/// slot number. Used by the PDF's and the gateway's session tables.
+#[derive(Debug, Default)]
+pub struct CompactIds {
+    hosts: Vec<Box<str>>,
+    host_ids: std::collections::HashMap<Box<str>, u16>,
+    texts: std::collections::HashMap<u32, Box<str>>,
+}
+
+/// The host index that means "kept as text".
+pub const TEXT: u16 = u16::MAX;
+
+impl CompactIds {
+    /// Stores `session_id` for `slot`; returns (host index or [`TEXT`], high, low) for the
+    /// caller to keep.
+    pub fn store(&mut self, slot: u32, session_id: &str) -> (u16, u32, u32) {
+        if let Some((host, high, low)) = split(session_id) {
+            if let Some(id) = self.intern(host) {
+                return (id, high, low);
+            }
+        }
+        self.texts.insert(slot, session_id.into());
+        (TEXT, 0, 0)
+    }
+
+    /// Rebuilds the Session-Id of `slot` from what [`store`](Self::store) returned.
+    pub fn text(&self, slot: u32, host: u16, high: u32, low: u32) -> String {
+        match self.hosts.get(usize::from(host)) {
+            Some(name) if host != TEXT => format!("{name};{high};{low}"),
+            _ => self
+                .texts
+                .get(&slot)
+                .map(|t| t.to_string())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Forgets the text kept for `slot`, if any (the slot is being freed).
+    pub fn forget(&mut self, slot: u32) {
+        self.texts.remove(&slot);
+    }
+
+    fn intern(&mut self, host: &str) -> Option<u16> {
+        if let Some(&id) = self.host_ids.get(host) {
+            return Some(id);
+        }
+        if self.hosts.len() >= usize::from(TEXT) {
+            return None;
+        }
+        let id = self.hosts.len() as u16;
+        self.hosts.push(host.into());
+        self.host_ids.insert(host.into(), id);
+        Some(id)
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+
+    #[test]
+    fn canonical_ids_are_interned_others_kept_as_text() {
+        let mut ids = CompactIds::default();
+        let a = ids.store(1, "gw.example.net;1;2");
+        let b = ids.store(2, "gw.example.net;3;4");
+        assert_eq!(a.0, b.0, "one host, interned once");
+        assert_eq!(ids.text(1, a.0, a.1, a.2), "gw.example.net;1;2");
+        let c = ids.store(3, "gw.example.net;01;2");
+        assert_eq!(c.0, TEXT);
+        assert_eq!(ids.text(3, c.0, c.1, c.2), "gw.example.net;01;2");
+        ids.forget(3);
+        assert_eq!(ids.text(3, c.0, c.1, c.2), "");
+    }
+}
