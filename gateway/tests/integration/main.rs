@@ -1,6 +1,8 @@
 //! The real `gateway` in front of the real `pdf`, both on 127.0.0.1 with port 0, driven by
 //! our Diameter accounting client.
 
+mod otp;
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -14,10 +14,21 @@
 %%       listens on 127.0.0.1 port 0, prints `LISTENING port=N`, answers every CCR with a
 %%       CCA 2001 granting units in each MSCC, prints `DWR recv=N` whenever a DWR from the
 %%       peer is counted, and after the peer has gone (DPR) prints `RESULT ok requests=N ...`.
+%%   escript otp_peer.escript acct-client DICT OUTDIR ACCT_DICT PORT SESSIONS INTERIMS
+%%       an accounting client (Acct-Application-Id 3, the only application in its CER) of
+%%       the gateway's access leg (DESIGN.md section 3): connects to 127.0.0.1:PORT, runs
+%%       SESSIONS concurrent sessions of ACR START (record 0, Subscription-Id END_USER_E164
+%%       4917000000NN, Rating-Group 1), INTERIMS x ACR INTERIM (Used-Service-Unit CC-Time
+%%       30) and ACR STOP (CC-Time 10, Termination-Cause LOGOUT), checks each ACA (2001,
+%%       Session-Id, Accounting-Record-Type and -Number echoed), answers any ASR with ASA
+%%       2001 and counts them, waits for a DWR/DWA exchange, removes the transport (DPR)
+%%       and prints `RESULT ok acas=N aca_2001=N asr_recv=N ...`.
 %%
 %% DICT is the RFC 4006 dictionary (shared/otp/dcca_rfc4006.dia); it is compiled at start
 %% (what diameterc does, then compile:file) into OUTDIR, a scratch directory the caller
-%% owns. Machine-readable lines on stdout start with EVENT, STATS, DWR, LISTENING, RESULT or
+%% owns. ACCT_DICT (tests/otp/acct_rfc4006.dia) is base accounting with the RFC 4006 AVPs
+%% the access leg reads, inherited from the compiled DICT; it is compiled after it.
+%% Machine-readable lines on stdout start with EVENT, STATS, DWR, LISTENING, RESULT or
 %% FAIL; OTP's own log goes to stderr. Exit status 0 only when everything checked out.
 
 -mode(compile).
@@ -31,7 +42,9 @@
 -define(REALM, "example.org").
 -define(CLIENT_HOST, "otp-client.example.org").
 -define(SERVER_HOST, "otp-server.example.org").
+-define(ACCT_HOST, "otp-acct-client.example.org").
 -define(CC_APP, 4).
+-define(ACCT_APP, 3).
 -define(TABLE, otp_interop_counters).
 %% The whole run, whatever happens: never outlive a test that was killed.
 -define(LIFETIME_MS, 60000).
@@ -45,10 +58,18 @@ main(["client", Dict, OutDir, Port, Sessions, Updates]) ->
 main(["server", Dict, OutDir]) ->
     setup(Dict, OutDir),
     run_server();
+main(["acct-client", Dict, OutDir, AcctDict, Port, Sessions, Interims]) ->
+    setup(Dict, OutDir),
+    filelib:is_regular(AcctDict) orelse fail("no accounting dictionary ~s", [AcctDict]),
+    compile_dictionary(AcctDict, OutDir, acct_rfc4006),
+    run_acct_client(list_to_integer(Port), list_to_integer(Sessions),
+                    list_to_integer(Interims));
 main(Args) ->
     io:format(standard_error,
               "usage: otp_peer.escript client DICT OUTDIR PORT SESSIONS UPDATES~n"
-              "       otp_peer.escript server DICT OUTDIR~n(got ~p)~n", [Args]),
+              "       otp_peer.escript server DICT OUTDIR~n"
+              "       otp_peer.escript acct-client DICT OUTDIR ACCT_DICT PORT SESSIONS "
+              "INTERIMS~n(got ~p)~n", [Args]),
     halt(64).
 
 setup(Dict, OutDir) ->
@@ -66,24 +87,33 @@ setup(Dict, OutDir) ->
         _ ->
             ok
     end,
-    compile_dictionary(Dict, OutDir),
+    compile_dictionary(Dict, OutDir, dcca_rfc4006),
     ets:new(?TABLE, [public, named_table, set]),
     start_stats(),
     ok = diameter:start().
 
-%% What `diameterc -o OUTDIR DICT` then `erlc -o OUTDIR OUTDIR/dcca_rfc4006.erl` do.
-compile_dictionary(Dict, OutDir) ->
-    case diameter_make:codec(Dict, [{outdir, OutDir}]) of
+%% What `diameterc -i DIR -o DIR DICT` then `erlc -o DIR DIR/Module.erl` do, DIR being
+%% OUTDIR/dict; Module is the dictionary's @name. A dictionary compiled earlier can be
+%% @inherits'ed by a later one (DIR is on the include and code paths).
+%%
+%% Not OUTDIR itself: the code server names a code path entry by its directory name up to
+%% the first "-", so once a scratch directory like /tmp/diameter-otp-... is on the code path,
+%% code:lib_dir(diameter) answers it, and the next generated module's
+%% -include_lib("diameter/include/diameter.hrl") is not found.
+compile_dictionary(Dict, OutDir, Module) ->
+    Dir = filename:join(OutDir, "dict"),
+    ok = filelib:ensure_dir(filename:join(Dir, "x")),
+    case diameter_make:codec(Dict, [{outdir, Dir}, {include, Dir}]) of
         ok -> ok;
         Error -> fail("diameter_make:codec(~p): ~p", [Dict, Error])
     end,
-    Source = filename:join(OutDir, "dcca_rfc4006.erl"),
-    case compile:file(Source, [{outdir, OutDir}, return_errors]) of
-        {ok, dcca_rfc4006} -> ok;
+    Source = filename:join(Dir, atom_to_list(Module) ++ ".erl"),
+    case compile:file(Source, [{outdir, Dir}, return_errors]) of
+        {ok, Module} -> ok;
         Other -> fail("compile:file(~p): ~p", [Source, Other])
     end,
-    true = code:add_patha(OutDir),
-    {module, dcca_rfc4006} = code:load_file(dcca_rfc4006).
+    true = code:add_patha(Dir),
+    {module, Module} = code:load_file(Module).
 
 service(Host) ->
     Callbacks = {module, ?MODULE},
@@ -222,6 +252,137 @@ check_cca(SessionId, Type, Number, Cca) ->
     end.
 
 %% ---------------------------------------------------------------------------------------
+%% Accounting client: OTP drives the gateway's access leg (Acct-Application-Id 3).
+
+acct_service() ->
+    [{'Origin-Host', ?ACCT_HOST},
+     {'Origin-Realm', ?REALM},
+     {'Vendor-Id', 193},
+     {'Product-Name', "OTP diameter interop accounting client"},
+     {'Origin-State-Id', diameter:origin_state_id()},
+     {'Acct-Application-Id', [?ACCT_APP]},
+     {decode_format, map},
+     {string_decode, false},
+     {application, [{alias, acct}, {dictionary, acct_rfc4006}, {module, ?MODULE}]}].
+
+run_acct_client(Port, Sessions, Interims) ->
+    ok = diameter:start_service(?SVC, acct_service()),
+    true = diameter:subscribe(?SVC),
+    Transport = [{transport_module, diameter_tcp},
+                 {transport_config, [{raddr, {127, 0, 0, 1}}, {rport, Port},
+                                     {ip, {127, 0, 0, 1}}]},
+                 {watchdog_timer, 6000},
+                 {connect_timer, 30000}],
+    {ok, Ref} = diameter:add_transport(?SVC, {connect, Transport}),
+    Peer = wait_event(fun({up, R, _, _, _}) -> R == Ref; (_) -> false end, 10000, "peer up"),
+    {up, Ref, {_, Caps}, _, _} = Peer,
+    io:format("EVENT up peer=~s product=~s acct_apps=~w auth_apps=~w~n",
+              [element(2, Caps#diameter_caps.origin_host),
+               element(2, Caps#diameter_caps.product_name),
+               element(2, Caps#diameter_caps.acct_application_id),
+               element(2, Caps#diameter_caps.auth_application_id)]),
+    Started = erlang:monotonic_time(millisecond),
+    Parent = self(),
+    Workers = [spawn_link(fun() -> Parent ! {self(), acct_session(S, Interims)} end)
+               || S <- lists:seq(1, Sessions)],
+    Results = [receive {W, R} -> R after 30000 -> {error, {session_timeout, W}} end
+               || W <- Workers],
+    Elapsed = erlang:monotonic_time(millisecond) - Started,
+    case [E || {error, E} <- Results] of
+        [] -> ok;
+        Errors -> fail("accounting sessions failed: ~p", [Errors])
+    end,
+    Answers = lists:sum([N || {ok, N} <- Results]),
+    io:format("EVENT batch acas=~b elapsed_ms=~b~n", [Answers, Elapsed]),
+    %% Tw 6000 is jittered by OTP to 4-8 s: a DWR goes out after that much silence.
+    Watchdog = wait_stats(fun(S) -> count(S, dwr_sent) >= 1 andalso count(S, dwa_recv) >= 1 end,
+                          14000),
+    print_stats(Watchdog),
+    State = watchdog_state(),
+    io:format("EVENT watchdog state=~p~n", [State]),
+    ok = diameter:remove_transport(?SVC, Ref),
+    wait_event(fun({down, R, _, _}) -> R == Ref;
+                  ({watchdog, R, _, {_, down}, _}) -> R == Ref;
+                  (_) -> false
+               end, 8000, "peer down after DPR"),
+    Final = stats(),
+    print_stats(Final),
+    (count(Final, dpa_recv) >= 1) orelse fail("no DPA counted after DPR: ~p", [Final]),
+    ok = diameter:stop_service(?SVC),
+    Status = case errors() of 0 -> ok; _ -> fail end,
+    io:format("RESULT ~s sessions=~b acas=~b aca_2001=~b asr_recv=~b asa_2001=~b dwr_sent=~b "
+              "dwa_recv=~b dwa_2001=~b dwr_recv=~b dpr_sent=~b dpa_recv=~b dpa_2001=~b "
+              "watchdog=~p errors=~b~n",
+              [Status, Sessions, Answers, count(Final, aca_recv_2001), counter(asr_recv),
+               count(Final, asa_sent_2001), count(Final, dwr_sent), count(Final, dwa_recv),
+               count(Final, dwa_recv_2001), count(Final, dwr_recv), count(Final, dpr_sent),
+               count(Final, dpa_recv), count(Final, dpa_recv_2001), State, errors()]),
+    halt(case Status of ok -> 0; fail -> 1 end).
+
+%% One session: START, Interims x INTERIM, STOP, strictly in order; the number of ACAs.
+acct_session(N, Interims) ->
+    SessionId = iolist_to_binary(diameter:session_id(?ACCT_HOST)),
+    Msisdn = list_to_binary(io_lib:format("4917000000~2..0b", [N])),
+    Records = [{2, 0}] ++ [{3, I} || I <- lists:seq(1, Interims)] ++ [{4, Interims + 1}],
+    try
+        lists:foreach(fun({Type, Number}) -> accounting(SessionId, Msisdn, Type, Number) end,
+                      Records),
+        io:format("EVENT session n=~b msisdn=~s id=~s acas=~b~n",
+                  [N, Msisdn, SessionId, length(Records)]),
+        {ok, length(Records)}
+    catch
+        throw:Reason -> {error, Reason}
+    end.
+
+accounting(SessionId, Msisdn, Type, Number) ->
+    Acr0 = #{'Session-Id' => SessionId,
+             'Accounting-Record-Type' => Type,
+             'Accounting-Record-Number' => Number,
+             'Acct-Application-Id' => ?ACCT_APP,
+             'Event-Timestamp' => calendar:universal_time()},
+    %% DESIGN.md section 3: who and what on START, the usage since the previous record on
+    %% INTERIM, the final usage and why on STOP.
+    Acr = case Type of
+              2 -> Acr0#{'Subscription-Id' => [#{'Subscription-Id-Type' => 0,
+                                                 'Subscription-Id-Data' => Msisdn}],
+                         'Rating-Group' => 1};
+              3 -> Acr0#{'Used-Service-Unit' => #{'CC-Time' => 30}};
+              4 -> Acr0#{'Used-Service-Unit' => #{'CC-Time' => 10},
+                         'Termination-Cause' => 1}
+          end,
+    case diameter:call(?SVC, acct, ['ACR' | Acr], [{timeout, 5000}]) of
+        {ok, ['ACA' | Aca]} ->
+            check_aca(SessionId, Type, Number, Aca);
+        {error, {errors, Errors, Msg}} ->
+            error_count(),
+            throw({aca_decode_errors, Type, Number, Errors, Msg});
+        {error, {answer_message, Msg}} ->
+            error_count(),
+            throw({error_answer, Type, Number, Msg});
+        Other ->
+            error_count(),
+            throw({call_failed, Type, Number, Other})
+    end.
+
+check_aca(SessionId, Type, Number, Aca) ->
+    Expect = [{'Session-Id', SessionId}, {'Result-Code', 2001},
+              {'Accounting-Record-Type', Type}, {'Accounting-Record-Number', Number}],
+    Wrong = [{K, V, maps:get(K, Aca, missing)} || {K, V} <- Expect, maps:get(K, Aca, missing) /= V],
+    %% An optional AVP ([ Acct-Application-Id ] in the ACA grammar): diameter's map format
+    %% gives it as [Value].
+    AppId = maps:get('Acct-Application-Id', Aca, missing),
+    if
+        Wrong /= [] ->
+            error_count(),
+            throw({wrong_aca, Type, Number, Wrong, Aca});
+        AppId /= [?ACCT_APP] ->
+            error_count(),
+            throw({wrong_aca, Type, Number, [{'Acct-Application-Id', ?ACCT_APP, AppId}], Aca});
+        true ->
+            ok
+    end.
+
+%% ---------------------------------------------------------------------------------------
 %% Server: our client connects to OTP.
 
 run_server() ->
@@ -327,6 +488,18 @@ handle_request(#diameter_packet{msg = ['CCR' | Ccr], errors = []}, _Svc, {_, Cap
             'CC-Request-Number' => maps:get('CC-Request-Number', Ccr),
             'Multiple-Services-Credit-Control' => Granted},
     {reply, ['CCA' | Cca]};
+handle_request(#diameter_packet{msg = ['ASR' | Asr], errors = []}, _Svc, {_, Caps}) ->
+    %% The gateway cut a session (DESIGN.md section 3): count it, say why, answer 2001.
+    #diameter_caps{origin_host = {OH, _}, origin_realm = {OR, _}} = Caps,
+    counter(asr_recv, 1),
+    io:format("EVENT asr session=~s auth_app=~p cause=~p message=~p~n",
+              [maps:get('Session-Id', Asr), maps:get('Auth-Application-Id', Asr, missing),
+               maps:get('Termination-Cause', Asr, missing),
+               maps:get('Error-Message', Asr, missing)]),
+    {reply, ['ASA' | #{'Session-Id' => maps:get('Session-Id', Asr),
+                       'Result-Code' => 2001,
+                       'Origin-Host' => OH,
+                       'Origin-Realm' => OR}]};
 handle_request(#diameter_packet{msg = Msg, errors = Errors}, _Svc, _Peer) ->
     %% diameter answers a request it could not decode with the error's Result-Code.
     counter(requests, 1),
@@ -433,6 +606,8 @@ count(Stats, dpa_sent) -> maps:get({{0, 282, 0}, send}, Stats, 0);
 count(Stats, dpa_recv) -> maps:get({{0, 282, 0}, recv}, Stats, 0);
 count(Stats, dwa_recv_2001) -> maps:get({{0, 280, 0}, recv, {'Result-Code', 2001}}, Stats, 0);
 count(Stats, dpa_recv_2001) -> maps:get({{0, 282, 0}, recv, {'Result-Code', 2001}}, Stats, 0);
+count(Stats, aca_recv_2001) -> maps:get({{3, 271, 0}, recv, {'Result-Code', 2001}}, Stats, 0);
+count(Stats, asa_sent_2001) -> maps:get({{3, 274, 0}, send, {'Result-Code', 2001}}, Stats, 0);
 count(Stats, cca_recv_2001) -> maps:get({{4, 272, 0}, recv, {'Result-Code', 2001}}, Stats, 0).
 
 print_stats(Stats) ->
