@@ -553,8 +553,9 @@ impl Ctx {
         let end = loop {
             let next = (elapsed + interval).min(length);
             let intended = start + Duration::from_secs_f64(next / scale);
+            // Sessions still going when the run ends stop at their next tick, not all at the
+            // deadline: a herd of STOPs would measure the loadgen, not the system.
             let last = next >= length || intended >= self.deadline;
-            let intended = intended.min(self.deadline.max(Instant::now()));
             tokio::time::sleep_until(intended.into()).await;
             let aborted = self
                 .inbox
@@ -588,15 +589,7 @@ impl Ctx {
                     _ => break End::Lost("link_broken"),
                 }
             }
-            let actual_next = if last {
-                ((Instant::now().min(self.deadline))
-                    .duration_since(start)
-                    .as_secs_f64()
-                    * scale)
-                    .min(length)
-            } else {
-                next
-            };
+            let actual_next = next;
             let used = self.usage(
                 mix.kind,
                 &mut rng,
