@@ -92,7 +92,12 @@ fn main() -> ExitCode {
                 eprintln!("loadgen: writing {}: {error}", path.display());
                 return ExitCode::from(3);
             }
-            println!("report: {}", path.display());
+            let csv = out.join("timeline.csv");
+            if let Err(error) = std::fs::write(&csv, report.timeline_csv()) {
+                eprintln!("loadgen: writing {}: {error}", csv.display());
+                return ExitCode::from(3);
+            }
+            println!("report: {} and {}", path.display(), csv.display());
         }
         Err(error) => {
             eprintln!("loadgen: {error}");

@@ -141,6 +141,8 @@ pub struct Report {
     pub books: Books,
     /// The thresholds.
     pub thresholds: Vec<Verdict>,
+    /// One row per second of traffic.
+    pub timeline: Vec<crate::run::Second>,
 }
 
 impl Report {
@@ -294,5 +296,29 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
         loadgen_behind_us: stats.behind(),
         books,
         thresholds,
+        timeline: stats.timeline(),
+    }
+}
+
+impl Report {
+    /// The timeline as CSV (one row per second).
+    pub fn timeline_csv(&self) -> String {
+        let mut csv = String::from(
+            "second,answered,failed,live_sessions,lost_sessions,p50_us,p99_us,max_us\n",
+        );
+        for r in &self.timeline {
+            csv += &format!(
+                "{},{},{},{},{},{},{},{}\n",
+                r.second,
+                r.answered,
+                r.failed,
+                r.live_sessions,
+                r.lost_sessions,
+                r.p50_us,
+                r.p99_us,
+                r.max_us
+            );
+        }
+        csv
     }
 }

@@ -71,6 +71,7 @@ pub struct Stats {
     failed: AtomicU64,
     behind: Mutex<Histogram<u64>>,
     interval: Mutex<Histogram<u64>>,
+    timeline: Mutex<Vec<Second>>,
 }
 
 /// The access connections' handler: answers ASR and remembers its cause per session.
@@ -311,6 +312,7 @@ pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
         interval: Mutex::new(
             Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds"),
         ),
+        timeline: Mutex::default(),
     });
     let scenario = Arc::new(scenario);
     let started = Instant::now();
@@ -731,34 +733,82 @@ impl Ctx {
     }
 }
 
-/// One status line every 2 seconds on stderr.
+/// One row of the per-second timeline.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Second {
+    /// Seconds since traffic started.
+    pub second: u64,
+    /// Answers received in this second.
+    pub answered: u64,
+    /// Requests failed in this second.
+    pub failed: u64,
+    /// Live sessions at the end of the second.
+    pub live_sessions: u64,
+    /// Sessions lost to the infrastructure so far.
+    pub lost_sessions: u64,
+    /// Latency of this second's answers (from the intended send time), microseconds.
+    pub p50_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+/// Every second: a timeline row; every two: one status line on stderr.
 async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
-    let mut last_answered = 0;
-    loop {
+    let (mut last_answered, mut last_failed) = (0, 0);
+    for second in 1u64.. {
         tick.tick().await;
         let answered: u64 = stats
             .steps
             .iter()
             .map(|s| s.answered.load(Ordering::Relaxed))
             .sum();
-        let p99 = {
+        let failed = stats.failed.load(Ordering::Relaxed);
+        let (p50, p99, max) = {
             let mut interval = stats.interval.lock().unwrap_or_else(|p| p.into_inner());
-            let p99 = interval.value_at_quantile(0.99);
+            let figures = (
+                interval.value_at_quantile(0.5),
+                interval.value_at_quantile(0.99),
+                interval.max(),
+            );
             interval.reset();
-            p99
+            figures
         };
-        eprintln!(
-            "[{:>5.0}s/{:.0}s] {:>8.0} req/s  live sessions {:>7}  p99 {:>7.2} ms  failed {}",
-            started.elapsed().as_secs_f64(),
-            total.as_secs_f64(),
-            (answered - last_answered) as f64 / 2.0,
-            stats.live.load(Ordering::Relaxed),
-            p99 as f64 / 1000.0,
-            stats.failed.load(Ordering::Relaxed)
-        );
-        last_answered = answered;
+        let row = Second {
+            second,
+            answered: answered - last_answered,
+            failed: failed - last_failed,
+            live_sessions: stats.live.load(Ordering::Relaxed),
+            lost_sessions: stats
+                .outcomes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .dropped(),
+            p50_us: p50,
+            p99_us: p99,
+            max_us: max,
+        };
+        if second % 2 == 0 {
+            eprintln!(
+                "[{:>5.0}s/{:.0}s] {:>8} req/s  live sessions {:>7}  p99 {:>7.2} ms  failed {}  lost {}",
+                started.elapsed().as_secs_f64(),
+                total.as_secs_f64(),
+                row.answered,
+                row.live_sessions,
+                row.p99_us as f64 / 1000.0,
+                failed,
+                row.lost_sessions
+            );
+        }
+        stats
+            .timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(row);
+        (last_answered, last_failed) = (answered, failed);
     }
 }
 
@@ -887,6 +937,14 @@ impl Stats {
     pub fn behind(&self) -> (u64, u64) {
         let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
         (behind.value_at_quantile(0.99), behind.max())
+    }
+
+    /// The per-second timeline.
+    pub fn timeline(&self) -> Vec<Second> {
+        self.timeline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Requests failed.
