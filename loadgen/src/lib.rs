@@ -4,8 +4,12 @@
 //!
 //! - [`scenario`]: the file format and its validation;
 //! - [`run`]: processes, sessions, measurements, the books check;
-//! - [`report`]: the terminal summary, summary.json and the thresholds.
+//! - [`report`]: the terminal summary, summary.json and the thresholds;
+//! - [`html`]: report.html, the page with tables and plots;
+//! - [`compare`]: `loadgen compare`, several runs side by side.
 
+pub mod compare;
+pub mod html;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -12,7 +12,7 @@ const EXIT_CODES: &str = "Exit status:
   3   infrastructure failure (a process did not start, no connection)
   99  thresholds breached
 
-Progress goes to stderr every 2 s; the summary to stdout; summary.json to --out.";
+Progress goes to stderr every 2 s; the summary to stdout; summary.json, timeline.csv and report.html to --out.";
 
 /// Scenario runner for the Diameter gateway and PDF.
 #[derive(Debug, Parser)]
@@ -37,6 +37,16 @@ enum Mode {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Compare runs side by side: a table of several summary.json files (exit 2 when one is
+    /// missing or not a summary), and with --out DIR/compare.html with overlaid plots.
+    Compare {
+        /// The runs' summary.json files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Directory for compare.html.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +62,7 @@ fn main() -> ExitCode {
     let (file, out) = match &cli.command {
         Mode::Check { file } => (file, None),
         Mode::Run { file, out } => (file, Some(out.clone())),
+        Mode::Compare { files, out } => return loadgen::compare::main(files, out.as_deref()),
     };
     let scenario = match Scenario::load(file) {
         Ok(scenario) => scenario,
@@ -97,7 +108,17 @@ fn main() -> ExitCode {
                 eprintln!("loadgen: writing {}: {error}", csv.display());
                 return ExitCode::from(3);
             }
-            println!("report: {} and {}", path.display(), csv.display());
+            let html = out.join("report.html");
+            if let Err(error) = std::fs::write(&html, loadgen::html::render(&report)) {
+                eprintln!("loadgen: writing {}: {error}", html.display());
+                return ExitCode::from(3);
+            }
+            println!(
+                "report: {}, {} and {}",
+                path.display(),
+                csv.display(),
+                html.display()
+            );
         }
         Err(error) => {
             eprintln!("loadgen: {error}");

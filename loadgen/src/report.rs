@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::run::{Books, Stats};
 use crate::scenario::Scenario;
@@ -14,7 +14,7 @@ use crate::scenario::Scenario;
 pub const REPORT_VERSION: u32 = 1;
 
 /// How sessions ended.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Outcomes {
     /// Ran their course.
     pub completed: u64,
@@ -35,7 +35,7 @@ impl Outcomes {
 }
 
 /// Latency percentiles in microseconds.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Percentiles {
     /// Median.
     pub p50: u64,
@@ -62,7 +62,7 @@ impl Percentiles {
 }
 
 /// One step's figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepReport {
     /// START, INTERIM, STOP or EVENT.
     pub step: String,
@@ -104,7 +104,7 @@ impl StepReport {
 }
 
 /// A threshold and whether it held.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Verdict {
     /// The `[slo]` key.
     pub threshold: String,
@@ -117,7 +117,7 @@ pub struct Verdict {
 }
 
 /// The whole report (summary.json).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Report {
     /// Format version.
     pub report_version: u32,

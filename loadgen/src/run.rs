@@ -734,7 +734,7 @@ impl Ctx {
 }
 
 /// One row of the per-second timeline.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Second {
     /// Seconds since traffic started.
     pub second: u64,
@@ -813,7 +813,7 @@ async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration) {
 }
 
 /// The books check's result.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Books {
     /// Whether the check could run.
     pub checked: bool,

@@ -56,6 +56,46 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
         stderr.contains("req/s"),
         "progress lines on stderr: {stderr}"
     );
+
+    // The HTML report beside summary.json, and `loadgen compare` on the same run (twice).
+    let page = std::fs::read_to_string(out.path().join("report.html")).expect("report.html");
+    assert!(page.contains("<svg"), "report.html has no plot");
+    assert!(page.contains("ci-smoke") && page.contains("Thresholds"));
+    let summary = out.path().join("summary.json").display().to_string();
+    let output = Command::new(LOADGEN)
+        .args(["compare", &summary, &summary, "--out"])
+        .arg(out.path())
+        .output()
+        .expect("run loadgen compare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for row in [
+        "ci-smoke #1",
+        "ci-smoke #2",
+        "p99 START ms",
+        "lost (infrastructure)",
+    ] {
+        assert!(stdout.contains(row), "{row} missing from:\n{stdout}");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("result") && l.matches("pass").count() == 2),
+        "{stdout}"
+    );
+    let page = std::fs::read_to_string(out.path().join("compare.html")).expect("compare.html");
+    assert!(page.contains("<svg"));
+    let output = Command::new(LOADGEN)
+        .args(["compare", &summary, "no-such-summary.json"])
+        .output()
+        .expect("run loadgen compare");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no-such-summary.json"));
 }
 
 #[test]

@@ -1,0 +1,681 @@
+//! The HTML report (`report.html` beside summary.json): one self-contained page, no external
+//! assets, with the terminal summary's content as tables and the per-second timeline drawn as
+//! inline SVG plots (made with `plotters`).
+//!
+//! The chart and page helpers here are shared with [`crate::compare`].
+
+use std::fmt::Write as _;
+
+use plotters::prelude::*;
+use plotters::style::RGBColor;
+use protocol::result_code::ResultCode;
+
+use crate::report::{Percentiles, Report};
+use crate::run::Second;
+
+/// Line colours, one per series (or per run in `loadgen compare`).
+pub(crate) const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(255, 127, 14),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
+
+/// The page's style sheet (inline: the page must open from a CI artifact with no network).
+pub(crate) const STYLE: &str = "
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; }
+h2 { font-size: 1.15em; margin-top: 1.6em; border-bottom: 1px solid #ccc; }
+table { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th { background: #f2f2f2; text-align: left; }
+td.nw { white-space: nowrap; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.pass { color: #176b1e; font-weight: bold; }
+.fail { color: #b00020; font-weight: bold; }
+.badge { display: inline-block; padding: 0.1em 0.6em; border-radius: 0.3em; color: #fff; font-size: 0.8em; vertical-align: middle; }
+.badge.pass { background: #2e7d32; color: #fff; }
+.badge.fail { background: #c62828; color: #fff; }
+.plot svg { max-width: 100%; height: auto; border: 1px solid #eee; }
+.note { color: #666; font-size: 0.9em; }
+footer { margin-top: 2em; border-top: 1px solid #ccc; color: #555; font-size: 0.85em; }
+";
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Microseconds as milliseconds with two decimals.
+pub(crate) fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// One line of a chart: a name for the legend, a colour, and (x, y) points; a NaN `y` is a
+/// gap (a second with nothing to measure), so the line is not drawn through it.
+pub(crate) struct Series {
+    /// Legend text.
+    pub name: String,
+    /// Line colour.
+    pub color: RGBColor,
+    /// Points; NaN y = gap.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// How a chart's y axis is drawn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scale {
+    /// Whole numbers (requests, sessions): integer ticks, at least 0..5.
+    Count,
+    /// Linear, any value.
+    Linear,
+    /// Logarithmic: zero and negative values are gaps.
+    Log,
+}
+
+/// A line chart as an inline `<svg>` element (or a note saying why there is none).
+pub(crate) fn line_chart(title: &str, y_desc: &str, series: &[Series], scale: Scale) -> String {
+    let log_y = scale == Scale::Log;
+    let finite = |y: f64| y.is_finite() && (!log_y || y > 0.0);
+    let points = || {
+        series
+            .iter()
+            .flat_map(|s| s.points.iter())
+            .filter(|(_, y)| finite(*y))
+    };
+    if points().next().is_none() {
+        return format!(
+            "<p class=\"note\">{}: no data (the run had no full second of traffic).</p>\n",
+            escape(title)
+        );
+    }
+    let x_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .fold(1.0f64, f64::max);
+    let y_max = points().map(|p| p.1).fold(0.0f64, f64::max);
+    let result = if log_y {
+        let y_min = points().map(|p| p.1).fold(f64::INFINITY, f64::min);
+        let (lo, hi) = (y_min / 1.5, (y_max * 1.5).max(y_min * 2.0));
+        draw_chart(title, y_desc, series, x_max, (lo..hi).log_scale(), true, 12)
+    } else {
+        let hi = match scale {
+            Scale::Count => (y_max * 1.1).max(5.0).ceil(),
+            _ if y_max > 0.0 => y_max * 1.1,
+            _ => 1.0,
+        };
+        // Integer ticks for counts: no more labels than whole numbers in the range.
+        let labels = match scale {
+            Scale::Count => (hi as usize + 1).clamp(2, 10),
+            _ => 10,
+        };
+        draw_chart(title, y_desc, series, x_max, 0.0..hi, false, labels)
+    };
+    match result {
+        Ok(svg) => format!("<div class=\"plot\">{svg}</div>\n"),
+        Err(error) => format!(
+            "<p class=\"note\">{}: the plot could not be drawn ({}).</p>\n",
+            escape(title),
+            escape(&error)
+        ),
+    }
+}
+
+/// A number for an axis label: no trailing noise, k/M for large values.
+fn axis_label(value: f64) -> String {
+    let a = value.abs();
+    if a >= 1e6 {
+        format!("{:.1}M", value / 1e6)
+    } else if a >= 1e4 {
+        format!("{:.0}k", value / 1e3)
+    } else if a >= 100.0 || a == 0.0 || (a - a.round()).abs() < 1e-9 {
+        format!("{value:.0}")
+    } else if a >= 1.0 {
+        format!("{value:.1}")
+    } else {
+        let text = format!("{value:.3}");
+        text.trim_end_matches('0').to_owned()
+    }
+}
+
+/// The leading digit of a positive value that is a whole multiple of a power of ten.
+fn leading_digit(value: f64) -> Option<u32> {
+    if value <= 0.0 || !value.is_finite() {
+        return None;
+    }
+    let mantissa = value / 10f64.powf(value.log10().floor());
+    let digit = mantissa.round();
+    ((mantissa - digit).abs() < 1e-6).then_some(digit as u32)
+}
+
+fn draw_chart<Y>(
+    title: &str,
+    y_desc: &str,
+    series: &[Series],
+    x_max: f64,
+    y_range: Y,
+    log_y: bool,
+    y_labels: usize,
+) -> Result<String, String>
+where
+    Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
+    Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
+{
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (1000, 320)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let caption = if log_y {
+            format!("{title} (log scale)")
+        } else {
+            title.to_owned()
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max, y_range)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds since traffic started")
+            .y_desc(y_desc)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_labels(y_labels)
+            .y_label_formatter(&|y| {
+                // On a log scale every 1..9 multiple is a grid line; label 1, 2 and 5 only.
+                if log_y && !matches!(leading_digit(*y), Some(1 | 2 | 5)) {
+                    String::new()
+                } else {
+                    axis_label(*y)
+                }
+            })
+            .light_line_style(RGBColor(240, 240, 240))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for line in series {
+            let color = line.color;
+            let style = ShapeStyle::from(&color).stroke_width(2);
+            let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+            for &(x, y) in &line.points {
+                if y.is_finite() && (!log_y || y > 0.0) {
+                    segments.last_mut().expect("one segment").push((x, y));
+                } else if !segments.last().expect("one segment").is_empty() {
+                    segments.push(Vec::new());
+                }
+            }
+            for (i, segment) in segments.into_iter().enumerate() {
+                // A lone point would draw nothing as a line: mark it with a short tick.
+                let segment = if segment.len() == 1 {
+                    let (x, y) = segment[0];
+                    vec![(x - 0.2, y), (x + 0.2, y)]
+                } else {
+                    segment
+                };
+                let drawn = chart
+                    .draw_series(LineSeries::new(segment, style))
+                    .map_err(|e| err(&e))?;
+                if i == 0 {
+                    drawn.label(line.name.clone()).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                    });
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(180, 180, 180))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+/// A latency plot reads better on a log scale when its positive values span more than a
+/// factor of 20.
+pub(crate) fn latency_scale(values: impl Iterator<Item = f64>) -> Scale {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, 0.0f64), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if hi > 0.0 && hi / lo > 20.0 {
+        Scale::Log
+    } else {
+        Scale::Linear
+    }
+}
+
+/// A timeline column as points; seconds without answers are gaps for latency columns.
+pub(crate) fn timeline_points(
+    timeline: &[Second],
+    value: impl Fn(&Second) -> f64,
+) -> Vec<(f64, f64)> {
+    timeline
+        .iter()
+        .map(|row| (row.second as f64, value(row)))
+        .collect()
+}
+
+/// A latency column in milliseconds (NaN where the second had no answers).
+pub(crate) fn latency_ms(row: &Second, us: u64) -> f64 {
+    if row.answered == 0 {
+        f64::NAN
+    } else {
+        us as f64 / 1000.0
+    }
+}
+
+fn percentile_cells(p: &Percentiles) -> String {
+    [p.p50, p.p90, p.p99, p.p999, p.max]
+        .iter()
+        .map(|&us| format!("<td class=\"n\">{}</td>", ms(us)))
+        .collect()
+}
+
+fn pass_fail(passed: bool) -> &'static str {
+    if passed {
+        "<span class=\"pass\">pass</span>"
+    } else {
+        "<span class=\"fail\">FAIL</span>"
+    }
+}
+
+/// What the page does not plot, and why (the footer says so, so no one looks for it).
+pub(crate) const NOT_PLOTTED: &str = "<p>Not plotted yet:</p>\n<ul>\n\
+<li>Event markers (upgrade, node kill, weight change, command): the scenario format has no \
+timeline events yet, so a run records none.</li>\n\
+<li>Live sessions per PDF node: the timeline counts live sessions in total only; the \
+loadgen does not yet learn which PDF node holds a session.</li>\n\
+<li>Sessions ended by charging decisions over time: the timeline records only sessions lost \
+to the infrastructure; the charged-out total is in the sessions table.</li>\n\
+<li>The HdrHistogram interval log is not written; per-second latency is the timeline's \
+p50/p99/max.</li>\n</ul>\n";
+
+/// The whole page for one run.
+pub fn render(report: &Report) -> String {
+    let name = escape(&report.scenario);
+    let passed = report.passed();
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <title>loadgen report: {name}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
+         <h1>loadgen report: {name} <span class=\"badge {}\">{}</span></h1>\n",
+        if passed { "pass" } else { "fail" },
+        if passed { "PASS" } else { "FAIL" },
+    );
+    let _ = write!(
+        page,
+        "<table>\n<tr><th>scenario</th><td>{name}</td></tr>\n\
+         <tr><th>seed</th><td class=\"n\">{}</td></tr>\n\
+         <tr><th>elapsed</th><td class=\"n\">{:.1} s</td></tr>\n\
+         <tr><th>rate</th><td class=\"n\">{:.0} requests/s answered</td></tr>\n\
+         <tr><th>failed requests</th><td class=\"n\">{}</td></tr>\n\
+         <tr><th>loadgen behind its schedule</th><td class=\"n\">p99 {} ms, max {} ms</td></tr>\n\
+         <tr><th>report version</th><td class=\"n\">{}</td></tr>\n</table>\n",
+        report.seed,
+        report.elapsed_seconds,
+        report.rate,
+        report.failed_requests,
+        ms(report.loadgen_behind_us.0),
+        ms(report.loadgen_behind_us.1),
+        report.report_version,
+    );
+
+    page += "<h2>Requests per step</h2>\n<table>\n<tr><th rowspan=\"2\">step</th>\
+             <th rowspan=\"2\">sent</th><th rowspan=\"2\">answered</th>\
+             <th rowspan=\"2\">timeouts</th><th rowspan=\"2\">results by Result-Code</th>\
+             <th colspan=\"5\">scheduled latency, ms (from the intended send time)</th>\
+             <th colspan=\"5\">service latency, ms (from the actual send)</th></tr>\n<tr>";
+    for _ in 0..2 {
+        page += "<th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>max</th>";
+    }
+    page += "</tr>\n";
+    for step in &report.steps {
+        let results: Vec<String> = step
+            .results
+            .iter()
+            .map(|(&code, n)| match ResultCode(code).name() {
+                Some(known) => format!("{code} {}: {n}", escape(known)),
+                None => format!("{code}: {n}"),
+            })
+            .collect();
+        let _ = writeln!(
+            page,
+            "<tr><th>{}</th><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+             <td class=\"nw\">{}</td>{}{}</tr>",
+            escape(&step.step),
+            step.sent,
+            step.answered,
+            step.timeouts,
+            results.join("<br>"),
+            percentile_cells(&step.scheduled_us),
+            percentile_cells(&step.service_us),
+        );
+    }
+    page += "</table>\n";
+
+    let sessions = &report.sessions;
+    let _ = write!(
+        page,
+        "<h2>Sessions by outcome</h2>\n<table>\n\
+         <tr><th>completed</th><td class=\"n\">{}</td></tr>\n\
+         <tr><th>ended by charging (4012, administrative ASR)</th><td class=\"n\">{}</td></tr>\n\
+         <tr><th>refused at START</th><td class=\"n\">{}</td></tr>\n\
+         <tr><th>lost to the infrastructure</th><td class=\"n\">{}</td></tr>\n",
+        sessions.completed,
+        sessions.charged_out,
+        sessions.refused,
+        sessions.dropped(),
+    );
+    for (why, n) in &sessions.lost {
+        let _ = writeln!(
+            page,
+            "<tr><td>&nbsp;&nbsp;lost: {}</td><td class=\"n\">{n}</td></tr>",
+            escape(why)
+        );
+    }
+    page += "</table>\n";
+
+    let books = &report.books;
+    page += "<h2>Charging books</h2>\n";
+    match &books.error {
+        Some(error) => {
+            let _ = writeln!(page, "<p class=\"fail\">NOT CHECKED: {}</p>", escape(error));
+        }
+        None => {
+            let _ = write!(
+                page,
+                "<table>\n<tr><th>accounts compared exactly</th><td class=\"n\">{}</td></tr>\n\
+                 <tr><th>mismatched (debit differs from usage &times; tariff)</th>\
+                 <td class=\"n {}\">{}</td></tr>\n\
+                 <tr><th>left out (a request's outcome unknown)</th><td class=\"n\">{}</td></tr>\n\
+                 <tr><th>pdf's own books check</th><td>{}</td></tr>\n</table>\n",
+                books.accounts_compared,
+                if books.mismatches == 0 {
+                    "pass"
+                } else {
+                    "fail"
+                },
+                books.mismatches,
+                books.accounts_uncertain,
+                if books.pdf_books_ok {
+                    "<span class=\"pass\">ok</span>"
+                } else {
+                    "<span class=\"fail\">FAILED</span>"
+                },
+            );
+        }
+    }
+    if !books.examples.is_empty() {
+        page += "<ul>\n";
+        for example in &books.examples {
+            let _ = writeln!(page, "<li><code>{}</code></li>", escape(example));
+        }
+        page += "</ul>\n";
+    }
+
+    page += "<h2>Thresholds</h2>\n";
+    if report.thresholds.is_empty() {
+        page += "<p class=\"note\">The scenario sets no thresholds.</p>\n";
+    } else {
+        page += "<table>\n<tr><th>threshold</th><th>limit</th><th>measured</th><th></th></tr>\n";
+        for verdict in &report.thresholds {
+            let _ = writeln!(
+                page,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                escape(&verdict.threshold),
+                escape(&verdict.limit),
+                escape(&verdict.measured),
+                pass_fail(verdict.passed),
+            );
+        }
+        page += "</table>\n";
+    }
+    let _ = writeln!(
+        page,
+        "<p>Result: {}</p>",
+        if passed {
+            "<span class=\"pass\">pass</span>"
+        } else {
+            "<span class=\"fail\">FAIL (thresholds breached)</span>"
+        }
+    );
+
+    page += "<h2>Timeline</h2>\n";
+    page += &timeline_plots(&report.timeline);
+
+    let _ = write!(
+        page,
+        "<footer>\n<p>Written by loadgen {} from the same figures as summary.json and \
+         timeline.csv.</p>\n{NOT_PLOTTED}</footer>\n</body>\n</html>\n",
+        env!("CARGO_PKG_VERSION"),
+    );
+    page
+}
+
+fn timeline_plots(timeline: &[Second]) -> String {
+    let mut plots = String::new();
+    plots += &line_chart(
+        "Throughput per second",
+        "requests/s",
+        &[
+            Series {
+                name: "answered".into(),
+                color: PALETTE[0],
+                points: timeline_points(timeline, |r| r.answered as f64),
+            },
+            Series {
+                name: "failed".into(),
+                color: PALETTE[1],
+                points: timeline_points(timeline, |r| r.failed as f64),
+            },
+        ],
+        Scale::Count,
+    );
+    let latency = [
+        ("p50", PALETTE[2], 0usize),
+        ("p99", PALETTE[3], 1),
+        ("max", PALETTE[1], 2),
+    ];
+    let column = |r: &Second, which: usize| match which {
+        0 => latency_ms(r, r.p50_us),
+        1 => latency_ms(r, r.p99_us),
+        _ => latency_ms(r, r.max_us),
+    };
+    let series: Vec<Series> = latency
+        .iter()
+        .map(|&(name, color, which)| Series {
+            name: name.into(),
+            color,
+            points: timeline_points(timeline, |r| column(r, which)),
+        })
+        .collect();
+    let scale = latency_scale(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    plots += &line_chart(
+        "Latency per second (scheduled, from the intended send time)",
+        "ms",
+        &series,
+        scale,
+    );
+    plots += &line_chart(
+        "Live sessions",
+        "sessions",
+        &[Series {
+            name: "live sessions (end of second)".into(),
+            color: PALETTE[0],
+            points: timeline_points(timeline, |r| r.live_sessions as f64),
+        }],
+        Scale::Count,
+    );
+    plots += &line_chart(
+        "Sessions lost to the infrastructure (cut), cumulative",
+        "sessions",
+        &[Series {
+            name: "lost so far".into(),
+            color: PALETTE[1],
+            points: timeline_points(timeline, |r| r.lost_sessions as f64),
+        }],
+        Scale::Count,
+    );
+    plots
+}
+
+/// A small synthetic report for the unit tests of this module and [`crate::compare`]
+/// (built through serde, so fields that later versions add with defaults need no change).
+#[cfg(test)]
+pub(crate) fn sample_report(name: &str, p99_us: u64, lost: u64) -> Report {
+    use serde_json::json;
+
+    let percentiles = json!({
+        "p50": 200, "p90": 400, "p99": p99_us, "p999": 2 * p99_us, "max": 3 * p99_us
+    });
+    let step = |step: &str, sent: u64| {
+        json!({
+            "step": step, "sent": sent, "answered": sent - 1, "timeouts": 1,
+            "results": { "2001": sent - 2, "4012": 1 },
+            "scheduled_us": percentiles, "service_us": percentiles,
+        })
+    };
+    let lost_by = if lost > 0 {
+        json!({ "link_broken": lost })
+    } else {
+        json!({})
+    };
+    let timeline: Vec<serde_json::Value> = (1..=6u64)
+        .map(|second| {
+            json!({
+                "second": second,
+                "answered": if second == 4 { 0 } else { 1000 + 50 * second },
+                "failed": u64::from(second == 5),
+                "live_sessions": 50 * second.min(3),
+                "lost_sessions": if second >= 5 { lost } else { 0 },
+                "p50_us": 200 + second,
+                "p99_us": p99_us + 10 * second,
+                "max_us": 40 * p99_us,
+            })
+        })
+        .collect();
+    let report = json!({
+        "report_version": crate::report::REPORT_VERSION,
+        "scenario": name,
+        "seed": 7,
+        "elapsed_seconds": 6.2,
+        "rate": 1234.5,
+        "steps": [step("START", 300), step("INTERIM", 900), step("STOP", 280)],
+        "sessions": { "completed": 250, "charged_out": 20, "refused": 3, "lost": lost_by },
+        "failed_requests": 3,
+        "loadgen_behind_us": [150, 900],
+        "books": {
+            "checked": true, "accounts_compared": 1800, "accounts_uncertain": 2,
+            "mismatches": 0, "examples": [], "pdf_books_ok": true, "error": null
+        },
+        "thresholds": [
+            { "threshold": "dropped_sessions", "limit": "0", "measured": lost.to_string(),
+              "passed": lost == 0 },
+            { "threshold": "p99_latency", "limit": "250.00ms",
+              "measured": format!("{}ms", ms(p99_us)), "passed": p99_us <= 250_000 },
+        ],
+        "timeline": timeline,
+    });
+    serde_json::from_value(report).expect("a sample report")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_page_has_the_tables_and_the_plots_and_escapes_names() {
+        let report = sample_report("<script>alert('x')</script> & co", 1500, 2);
+        let page = render(&report);
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(!page.contains("<script>"), "the name must be escaped");
+        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; co"));
+        // No external assets.
+        for external in ["src=\"http", "href=\"http", "<link", "<script"] {
+            assert!(!page.contains(external), "{external}");
+        }
+        // The four plots, inline SVG.
+        assert_eq!(page.matches("<svg").count(), 4, "{page}");
+        for title in [
+            "Throughput per second",
+            "Latency per second",
+            "Live sessions",
+            "Sessions lost to the infrastructure",
+        ] {
+            assert!(page.contains(title), "{title}");
+        }
+        // Latency from 0.2 ms to 60 ms spans more than 20x: a log scale.
+        assert!(page.contains("(log scale)"));
+        // The tables.
+        for text in [
+            "<th>START</th>",
+            "<th>INTERIM</th>",
+            "2001 SUCCESS: 298",
+            "4012 CREDIT_LIMIT_REACHED: 1",
+            "<th>p99.9</th>",
+            "lost: link_broken",
+            "accounts compared exactly",
+            "<td>dropped_sessions</td>",
+            "<span class=\"fail\">FAIL</span>",
+            "<td>p99_latency</td>",
+            "1.50",
+            "Not plotted yet",
+            "per PDF node",
+            "Event markers",
+        ] {
+            assert!(page.contains(text), "{text} missing");
+        }
+        assert!(page.contains("badge fail"));
+    }
+
+    #[test]
+    fn a_passing_run_without_timeline_still_renders() {
+        let mut report = sample_report("quiet", 1000, 0);
+        report.timeline.clear();
+        report.books.error = Some("admin <port> closed".into());
+        let page = render(&report);
+        assert!(page.contains("badge pass"));
+        assert!(page.contains("NOT CHECKED: admin &lt;port&gt; closed"));
+        assert!(!page.contains("<svg"));
+        assert!(page.contains("no data"));
+    }
+
+    #[test]
+    fn axis_labels_are_short() {
+        assert_eq!(axis_label(0.0), "0");
+        assert_eq!(axis_label(2500.0), "2500");
+        assert_eq!(axis_label(25_000.0), "25k");
+        assert_eq!(axis_label(2_500_000.0), "2.5M");
+        assert_eq!(axis_label(1.5), "1.5");
+        assert_eq!(axis_label(0.25), "0.25");
+        assert_eq!(leading_digit(0.2), Some(2));
+        assert_eq!(leading_digit(5000.0), Some(5));
+        assert_eq!(leading_digit(30.0), Some(3));
+        assert_eq!(leading_digit(1.5), None);
+    }
+}
