@@ -358,12 +358,16 @@ impl Relay {
             }],
             ..Default::default()
         };
-        let Some(connection) = node
-            .connection(pin.connection)
-            .or_else(|| node.any_open().map(|(_, c)| c))
-        else {
+        // No open connection while the node is restarting (DPR REBOOTING): wait for one
+        // within the hold, as `send` would, instead of cutting the session.
+        let connection = match node.connection(pin.connection) {
+            Some(connection) => Some(connection),
+            None => self.connection_for_new(&node).await.map(|(_, c)| c),
+        };
+        let Some(connection) = connection else {
             return self.lost(
                 slot,
+                cc_number,
                 TerminationCause::LINK_BROKEN,
                 "no connection to the session's PDF",
             );
@@ -374,6 +378,7 @@ impl Relay {
             Err(Failure::Timeout) => {
                 return self.lost(
                     slot,
+                    cc_number,
                     TerminationCause::SESSION_TIMEOUT,
                     "the PDF did not answer",
                 )
@@ -381,6 +386,7 @@ impl Relay {
             Err(_) => {
                 return self.lost(
                     slot,
+                    cc_number,
                     TerminationCause::LINK_BROKEN,
                     "the PDF connection was lost",
                 )
@@ -479,7 +485,8 @@ impl Relay {
         }
     }
 
-    /// An open connection of `node` for a new session, waiting if the node is restarting.
+    /// An open connection of `node` (for a new session, or for a session whose own
+    /// connection is down), waiting within the hold if the node is restarting.
     async fn connection_for_new(&self, node: &PdfNode) -> Option<(u8, Connection)> {
         if let Some(open) = node.any_open() {
             return Some(open);
@@ -489,9 +496,16 @@ impl Relay {
             .await
     }
 
-    /// Ends a session the infrastructure lost: the ACR gets 3004 and the access peer an ASR.
-    fn lost(&self, slot: u32, cause: TerminationCause, why: &str) -> (ResultCode, Option<String>) {
-        self.cut(slot, cause, why);
+    /// Ends a session the infrastructure lost: the ACR gets 3004 and the access peer an ASR
+    /// (unless the session was cut already, e.g. by `connection_down`: one ASR per session).
+    fn lost(
+        &self,
+        slot: u32,
+        cc_number: u32,
+        cause: TerminationCause,
+        why: &str,
+    ) -> (ResultCode, Option<String>) {
+        self.cut(slot, cc_number, cause, why);
         (ResultCode::TOO_BUSY, Some(why.to_owned()))
     }
 
@@ -577,6 +591,11 @@ impl Relay {
                         request = again.freeze();
                         retransmitted = true;
                         self.metrics.record_retransmission();
+                        // The failed connection still looks open until its Down event is
+                        // dispatched, just after the requests' failures: wait for it, or
+                        // `wait_open` may pick it again and the re-sent request fail too.
+                        let _ =
+                            tokio::time::timeout(self.request_timeout, connection.closed()).await;
                         if let Some((i, _)) = node
                             .wait_open(node.rebooting().map_or(self.request_timeout, |t| {
                                 t.saturating_duration_since(Instant::now())
@@ -613,7 +632,7 @@ impl Relay {
             // Sessions move to another connection of the same node at their next request.
             return;
         }
-        let pinned: Vec<u32> = {
+        let pinned: Vec<(u32, u32)> = {
             let sessions = self.lock_sessions();
             sessions
                 .iter()
@@ -621,23 +640,30 @@ impl Relay {
                     s.pin.node == node_index
                         && (s.pin.connection == connection || self.policy == LossPolicy::Failover)
                 })
-                .map(|(slot, _)| slot)
+                .map(|(slot, s)| (slot, s.cc_number))
                 .collect()
         };
         tracing::warn!(node = %node.name, connection, ?reason, sessions = pinned.len(), "PDF connection lost: cutting its sessions");
-        for slot in pinned {
+        for (slot, cc_number) in pinned {
             self.cut(
                 slot,
+                cc_number,
                 TerminationCause::LINK_BROKEN,
                 "the PDF connection was lost",
             );
         }
     }
 
-    /// Ends a session: removes it and sends ASR to its access peer with `cause`.
-    fn cut(&self, slot: u32, cause: TerminationCause, why: &str) {
+    /// Ends a session: removes it and sends ASR to its access peer with `cause`. The session
+    /// is named by its slot and its CC number (unique for the process's life): a session
+    /// that another path cut meanwhile (its slot free, or reused by a new session) is left
+    /// alone, so that it gets one ASR and an unrelated session none.
+    fn cut(&self, slot: u32, cc_number: u32, cause: TerminationCause, why: &str) {
         let (session_id, peer) = {
             let mut sessions = self.lock_sessions();
+            if sessions.find_cc(cc_number) != Some(slot) {
+                return;
+            }
             let peer = sessions.get(slot).access_peer;
             let id = sessions.access_session_id(slot);
             sessions.remove(slot);

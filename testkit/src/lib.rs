@@ -2,7 +2,8 @@
 //! from the `listening ...` line they print, talk to them with our Diameter client and a
 //! minimal HTTP client, and kill them when the test ends. On failure the harness shows the
 //! full command line and everything the process wrote. [`otp`] runs the Erlang/OTP escript
-//! peer of the interop tests.
+//! peer of the interop tests; [`proxy`] puts a TCP proxy between two processes so that a test
+//! can cut their connections.
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use protocol::peer::{EndToEndIds, Node, PeerConfig};
 use protocol::transport::{Client, ClientOptions, Connection, ConnectionEvent, Handler, Incoming};
 
 pub mod otp;
+pub mod proxy;
 
 /// A running server process (pdf or gateway), killed on drop.
 pub struct Process {

@@ -1,8 +1,10 @@
 //! The real `gateway` in front of the real `pdf`, both on 127.0.0.1 with port 0, driven by
 //! our Diameter accounting client.
 
+mod failover;
 mod otp;
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,6 +35,12 @@ fn pdf_binary() -> std::path::PathBuf {
 
 /// A pdf with 8 subscribers (0-3 in families of 2), every account at `balance`.
 fn start_pdf(dir: &Path, name: &str, balance: i64) -> Process {
+    start_pdf_on(dir, name, balance, "127.0.0.1:0", &[])
+}
+
+/// [`start_pdf`] with its Diameter port at `listen` (a restart on the port it had) and
+/// `extra` arguments.
+fn start_pdf_on(dir: &Path, name: &str, balance: i64, listen: &str, extra: &[&str]) -> Process {
     let config = dir.join(format!("{name}.toml"));
     std::fs::write(
         &config,
@@ -44,21 +52,27 @@ fn start_pdf(dir: &Path, name: &str, balance: i64) -> Process {
     )
     .expect("config");
     let config = config.display().to_string();
-    Process::start(
-        &pdf_binary(),
-        &[
-            "--config",
-            &config,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    )
+    let mut args = vec![
+        "--config",
+        &config,
+        "--listen",
+        listen,
+        "--admin",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    Process::start(&pdf_binary(), &args)
 }
 
 fn start_gateway(pdfs: &[&Process], extra: &[&str]) -> Process {
-    let addresses: Vec<String> = pdfs.iter().map(|p| p.diameter.to_string()).collect();
+    let addresses: Vec<SocketAddr> = pdfs.iter().map(|p| p.diameter).collect();
+    start_gateway_to(&addresses, extra)
+}
+
+/// A gateway whose PDF nodes are at `addresses` (a PDF, or a proxy in front of one), with a
+/// pool of 2 connections per node; returns once every pool is open.
+fn start_gateway_to(addresses: &[SocketAddr], extra: &[&str]) -> Process {
+    let addresses: Vec<String> = addresses.iter().map(SocketAddr::to_string).collect();
     let mut args = vec![
         "--listen",
         "127.0.0.1:0",
