@@ -6,10 +6,16 @@
 //! - [`run`]: processes, sessions, measurements, the books check;
 //! - [`report`]: the terminal summary, summary.json and the thresholds;
 //! - [`html`]: report.html, the page with tables and plots;
-//! - [`compare`]: `loadgen compare`, several runs side by side.
+//! - [`compare`]: `loadgen compare`, several runs side by side;
+//! - [`shard`]: `--shard i/N`, one N-th of the population and of the load;
+//! - [`merge`]: `loadgen merge`, shard reports combined exactly;
+//! - [`schema`]: `loadgen schema`, the JSON Schema of the scenario format.
 
 pub mod compare;
 pub mod html;
+pub mod merge;
 pub mod report;
 pub mod run;
 pub mod scenario;
+pub mod schema;
+pub mod shard;

@@ -7,8 +7,10 @@ use clap::{Parser, Subcommand};
 use loadgen::scenario::Scenario;
 
 const EXIT_CODES: &str = "Exit status:
-  0   the run passed its thresholds (or `check` found the scenario valid)
-  2   invalid scenario or usage (the message names the file and key)
+  0   the run passed its thresholds (or `check` found the scenario valid; `merge`: the
+      merged run passed)
+  2   invalid scenario or usage (the message names the file and key); `merge`: reports
+      that are not all the shards of one run
   3   infrastructure failure (a process did not start, no connection)
   99  thresholds breached
 
@@ -36,7 +38,24 @@ enum Mode {
         /// Directory for summary.json and the processes' logs (default target/loadgen/<name>).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Run shard i of N (0-based): the sessions numbered i mod N, on the accounts
+        /// numbered i mod N, with 1/N of the load; `loadgen merge` combines the N reports.
+        #[arg(long, value_name = "i/N")]
+        shard: Option<loadgen::shard::Shard>,
     },
+    /// Merge the summary.json files of all the shards of one run (`run --shard i/N`) into
+    /// one report: counts summed, histograms added (percentiles exact), thresholds judged
+    /// again; writes summary.json, timeline.csv and report.html to --out.
+    Merge {
+        /// The shards' summary.json files, one per shard.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Directory for the merged summary.json (default target/loadgen/<name>-merged).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Print the JSON Schema (draft 2020-12) of the scenario format, for editors.
+    Schema,
     /// Compare runs side by side: a table of several summary.json files (exit 2 when one is
     /// missing or not a summary), and with --out DIR/compare.html with overlaid plots.
     Compare {
@@ -61,7 +80,15 @@ fn main() -> ExitCode {
         .init();
     let (file, out) = match &cli.command {
         Mode::Check { file } => (file, None),
-        Mode::Run { file, out } => (file, Some(out.clone())),
+        Mode::Run { file, out, .. } => (file, Some(out.clone())),
+        Mode::Merge { files, out } => return loadgen::merge::main(files, out.as_deref()),
+        Mode::Schema => {
+            let schema = loadgen::schema::scenario_schema();
+            let text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), (text + "\n").as_bytes());
+            return ExitCode::SUCCESS;
+        }
         Mode::Compare { files, out } => return loadgen::compare::main(files, out.as_deref()),
     };
     let scenario = match Scenario::load(file) {
@@ -76,7 +103,26 @@ fn main() -> ExitCode {
         println!("scenario ok");
         return ExitCode::SUCCESS;
     };
-    let out = out.unwrap_or_else(|| loadgen::run::default_out(&scenario.name));
+    let shard = match &cli.command {
+        Mode::Run {
+            shard: Some(shard), ..
+        } => *shard,
+        _ => loadgen::shard::Shard::WHOLE,
+    };
+    if let Err(error) = shard.check(&scenario) {
+        eprintln!("loadgen: {}: {error}", file.display());
+        return ExitCode::from(2);
+    }
+    let out = out.unwrap_or_else(|| {
+        if shard.is_partial() {
+            loadgen::run::default_out(&format!(
+                "{}-shard{}of{}",
+                scenario.name, shard.index, shard.count
+            ))
+        } else {
+            loadgen::run::default_out(&scenario.name)
+        }
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -88,7 +134,21 @@ fn main() -> ExitCode {
         }
     };
     eprint!("{}", scenario.plan());
-    let report = match runtime.block_on(loadgen::run::run(scenario, &out)) {
+    if shard.is_partial() {
+        let load = shard.load(&scenario.load);
+        eprintln!(
+            "  shard {shard}: the accounts numbered {} mod {} ({} subscribers); load {}",
+            shard.index,
+            shard.count,
+            shard.subscribers(&scenario.population),
+            match (load.concurrent_sessions, load.arrival_rate) {
+                (Some(n), _) => format!("closed, {n} sessions"),
+                (_, Some(r)) => format!("open, {r} sessions/s"),
+                _ => String::new(),
+            }
+        );
+    }
+    let report = match runtime.block_on(loadgen::run::run_shard(scenario, shard, &out)) {
         Ok(report) => report,
         Err(error) => {
             eprintln!("loadgen: {error:#}");

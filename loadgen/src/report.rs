@@ -50,7 +50,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
+    /// The percentiles of a histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
         Self {
             p50: h.value_at_quantile(0.5),
             p90: h.value_at_quantile(0.9),
@@ -78,6 +79,13 @@ pub struct StepReport {
     pub scheduled_us: Percentiles,
     /// Latency from the actual send.
     pub service_us: Percentiles,
+    /// The whole `scheduled_us` histogram (HdrHistogram V2 + deflate, base64): what
+    /// `loadgen merge` adds up exactly.
+    #[serde(default)]
+    pub scheduled_hist: String,
+    /// The whole `service_us` histogram, in the same encoding.
+    #[serde(default)]
+    pub service_hist: String,
 }
 
 impl StepReport {
@@ -99,6 +107,8 @@ impl StepReport {
             results,
             scheduled_us: Percentiles::of(scheduled),
             service_us: Percentiles::of(service),
+            scheduled_hist: crate::merge::encode_histogram(scheduled),
+            service_hist: crate::merge::encode_histogram(service),
         }
     }
 }
@@ -143,6 +153,23 @@ pub struct Report {
     pub thresholds: Vec<Verdict>,
     /// One row per second of traffic.
     pub timeline: Vec<crate::run::Second>,
+    /// The shard of the population this run covered (`0/1`: all of it); absent in a
+    /// merged report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard::Shard>,
+    /// A merged report: how many shard reports went into it, and what is not exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<crate::merge::Merged>,
+    /// The scenario's fingerprint ([`crate::shard::scenario_digest`]): shards of one run
+    /// share it.
+    #[serde(default)]
+    pub scenario_digest: String,
+    /// The scenario's thresholds, for `loadgen merge` to judge the merged figures.
+    #[serde(default)]
+    pub slo: crate::scenario::Slo,
+    /// The `loadgen_behind_us` histogram (HdrHistogram V2 + deflate, base64).
+    #[serde(default)]
+    pub loadgen_behind_hist: String,
 }
 
 impl Report {
@@ -157,6 +184,15 @@ impl Report {
             "\n== {} (seed {}) ran {:.1} s, {:.0} requests/s ==\n",
             self.scenario, self.seed, self.elapsed_seconds, self.rate
         );
+        if let Some(shard) = self.shard.filter(|s| s.is_partial()) {
+            text += &format!(
+                "shard {shard}: the accounts numbered {} mod {}\n",
+                shard.index, shard.count
+            );
+        }
+        if let Some(merged) = &self.merged {
+            text += &format!("merged from {} shard reports\n", merged.shards);
+        }
         text += &format!(
             "{:<8} {:>9} {:>9} {:>8}  {:>8} {:>8} {:>8} {:>8} {:>8}  results\n",
             "step", "sent", "answered", "timeout", "p50 ms", "p90", "p99", "p99.9", "max"
@@ -238,8 +274,37 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
     let steps = stats.step_reports();
     let answered: u64 = steps.iter().map(|s| s.answered).sum();
     let sessions = stats.outcomes();
+    let thresholds = judge(&scenario.slo, &steps, &sessions, stats.failed(), &books);
+    Report {
+        report_version: REPORT_VERSION,
+        scenario: scenario.name.clone(),
+        seed: scenario.seed,
+        elapsed_seconds: elapsed.as_secs_f64(),
+        rate: answered as f64 / elapsed.as_secs_f64().max(1e-9),
+        steps,
+        sessions,
+        failed_requests: stats.failed(),
+        loadgen_behind_us: stats.behind(),
+        books,
+        thresholds,
+        timeline: stats.timeline(),
+        shard: None,
+        merged: None,
+        scenario_digest: crate::shard::scenario_digest(scenario),
+        slo: scenario.slo.clone(),
+        loadgen_behind_hist: crate::merge::encode_histogram(&stats.behind_histogram()),
+    }
+}
+
+/// Judges the thresholds of `slo` against a run's figures (also a merged run's).
+pub fn judge(
+    slo: &crate::scenario::Slo,
+    steps: &[StepReport],
+    sessions: &Outcomes,
+    failed: u64,
+    books: &Books,
+) -> Vec<Verdict> {
     let mut thresholds = Vec::new();
-    let slo = &scenario.slo;
     if let Some(limit) = slo.dropped_sessions {
         let measured = sessions.dropped();
         thresholds.push(Verdict {
@@ -250,7 +315,7 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
         });
     }
     if let Some(limit) = slo.failed_requests {
-        let measured = stats.failed();
+        let measured = failed;
         thresholds.push(Verdict {
             threshold: "failed_requests".into(),
             limit: limit.to_string(),
@@ -284,20 +349,7 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
             passed: measured <= limit,
         });
     }
-    Report {
-        report_version: REPORT_VERSION,
-        scenario: scenario.name.clone(),
-        seed: scenario.seed,
-        elapsed_seconds: elapsed.as_secs_f64(),
-        rate: answered as f64 / elapsed.as_secs_f64().max(1e-9),
-        steps,
-        sessions,
-        failed_requests: stats.failed(),
-        loadgen_behind_us: stats.behind(),
-        books,
-        thresholds,
-        timeline: stats.timeline(),
-    }
+    thresholds
 }
 
 impl Report {

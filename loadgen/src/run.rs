@@ -29,6 +29,7 @@ use smallvec::smallvec;
 
 use crate::report::{Outcomes, Report, StepReport};
 use crate::scenario::{Kind, Scenario};
+use crate::shard::Shard;
 
 /// The steps measured separately.
 pub const STEPS: [&str; 4] = ["START", "INTERIM", "STOP", "EVENT"];
@@ -224,6 +225,12 @@ fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
 
 /// Runs the scenario; returns the report.
 pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
+    run_shard(scenario, Shard::WHOLE, out).await
+}
+
+/// Runs one shard of the scenario (see [`crate::shard`]); returns its report.
+pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::Result<Report> {
+    let load = shard.load(&scenario.load);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut processes = Vec::new();
     let (gateway_addr, pdf_admin) = if scenario.topology.spawn {
@@ -277,7 +284,12 @@ pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
     let mut connections = Vec::new();
     let mut clients = Vec::new();
     for i in 0..scenario.topology.access_connections {
-        let config = PeerConfig::new(format!("lg{i}.loadgen.example.net"), "example.net");
+        let host = if shard.is_partial() {
+            format!("lg{i}.s{}.loadgen.example.net", shard.index)
+        } else {
+            format!("lg{i}.loadgen.example.net")
+        };
+        let config = PeerConfig::new(host, "example.net");
         let unix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -323,10 +335,7 @@ pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
 
     let mut tasks = Vec::new();
     let ramp = scenario.load.ramp.map_or(Duration::ZERO, |r| r.0);
-    match (
-        scenario.load.concurrent_sessions,
-        scenario.load.arrival_rate,
-    ) {
+    match (load.concurrent_sessions, load.arrival_rate) {
         (Some(n), _) => {
             for slot in 0..n {
                 let ctx = Ctx {
@@ -336,6 +345,7 @@ pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
                     connections: connections.clone(),
                     deadline,
                     counter: counter.clone(),
+                    shard,
                 };
                 let begin = started + ramp.mul_f64(f64::from(slot) / f64::from(n));
                 tasks.push(tokio::spawn(async move {
@@ -354,11 +364,16 @@ pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
                 connections: connections.clone(),
                 deadline,
                 counter: counter.clone(),
+                shard,
             };
-            let cap = u64::from(scenario.load.max_sessions.unwrap_or(u32::MAX));
+            let cap = u64::from(load.max_sessions.unwrap_or(u32::MAX));
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
-                let mut rng = fastrand::Rng::with_seed(ctx.scenario.seed ^ 0x5eed);
+                let mut rng = fastrand::Rng::with_seed(
+                    ctx.scenario.seed
+                        ^ 0x5eed
+                        ^ u64::from(shard.index).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                );
                 let mut next = Instant::now();
                 let mut children = Vec::new();
                 while next < ctx.deadline && !stop.load(Ordering::Relaxed) {
@@ -389,14 +404,16 @@ pub async fn run(scenario: Scenario, out: &Path) -> anyhow::Result<Report> {
     progress.abort();
     let elapsed = started.elapsed();
 
-    let books = check_books(pdf_admin, &stats, &scenario.population).await;
+    let books = check_books(pdf_admin, &stats, &scenario.population, shard).await;
     for client in clients {
         client
             .close(protocol::dictionary::DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU)
             .await;
     }
     drop(processes);
-    Ok(crate::report::build(&scenario, &stats, elapsed, books))
+    let mut report = crate::report::build(&scenario, &stats, elapsed, books);
+    report.shard = Some(shard);
+    Ok(report)
 }
 
 /// What one session needs.
@@ -408,6 +425,7 @@ struct Ctx {
     connections: Vec<(Connection, Arc<Node>)>,
     deadline: Instant,
     counter: Arc<AtomicU64>,
+    shard: Shard,
 }
 
 /// How a session ended.
@@ -420,16 +438,20 @@ enum End {
 
 impl Ctx {
     async fn session(&self) {
-        let index = self.counter.fetch_add(1, Ordering::Relaxed);
+        let local = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Session k of the whole run is session k / N of shard k mod N.
+        let index = self.shard.session_index(local);
         self.stats.live.fetch_add(1, Ordering::Relaxed);
         let mut rng = fastrand::Rng::with_seed(
             self.scenario.seed ^ index.wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
         let mix = &self.scenario.mix[self.scenario.pick(rng.f64())];
-        let subscriber = rng.u32(0..self.scenario.population.subscribers);
+        let subscriber = self
+            .shard
+            .draw_subscriber(&self.scenario.population, &mut rng);
         let account = self.scenario.population.account_of(subscriber);
         let (connection, node) =
-            &self.connections[(index % self.connections.len() as u64) as usize];
+            &self.connections[(local % self.connections.len() as u64) as usize];
         let session_id = format!(
             "{};{};{}",
             node.config.origin_host,
@@ -831,7 +853,12 @@ pub struct Books {
     pub error: Option<String>,
 }
 
-async fn check_books(admin: SocketAddr, stats: &Stats, spec: &PopulationSpec) -> Books {
+async fn check_books(
+    admin: SocketAddr,
+    stats: &Stats,
+    spec: &PopulationSpec,
+    shard: Shard,
+) -> Books {
     let expected = stats
         .expected
         .lock()
@@ -865,6 +892,10 @@ async fn check_books(admin: SocketAddr, stats: &Stats, spec: &PopulationSpec) ->
             for account in list {
                 let id = account["id"].as_u64().context("account id")? as u32;
                 let debited = account["debited"].as_i64().context("debited")?;
+                if !shard.owns_account(id) {
+                    // Another shard's account: that shard checks it.
+                    continue;
+                }
                 if uncertain.contains(&id) {
                     books.accounts_uncertain += 1;
                     continue;
@@ -928,6 +959,14 @@ impl Stats {
     /// Session outcomes.
     pub fn outcomes(&self) -> Outcomes {
         self.outcomes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The histogram of how far behind its schedule the loadgen sent, microseconds.
+    pub fn behind_histogram(&self) -> Histogram<u64> {
+        self.behind
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()

@@ -5,10 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use pdf::population::PopulationSpec;
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 /// A scenario.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Format version: 1.
@@ -28,6 +29,7 @@ pub struct Scenario {
     pub topology: Topology,
     /// The subscribers (the pdf builds the same accounts from the same keys).
     #[serde(default)]
+    #[schemars(with = "crate::schema::Population")]
     pub population: PopulationSpec,
     /// Kinds of session.
     pub mix: Vec<Mix>,
@@ -48,6 +50,13 @@ fn one() -> f64 {
 /// A duration written `"90s"`, `"2m"`, `"1h"`, `"3d"`, `"250ms"`, or a number of seconds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Span(pub Duration);
+
+impl Serialize for Span {
+    /// As a number of seconds (which reads back as the same span).
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_f64(self.0.as_secs_f64())
+    }
+}
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -93,7 +102,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// `[topology]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     /// Start `pdf` and `gateway` from the loadgen's directory (true), or use running ones.
@@ -140,7 +149,7 @@ impl Default for Topology {
 }
 
 /// What a session is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// A call: CC-Time.
@@ -152,7 +161,7 @@ pub enum Kind {
 }
 
 /// `[[mix]]`: one kind of session and its share.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mix {
     /// A name for reports.
@@ -187,7 +196,7 @@ impl Mix {
 }
 
 /// A distribution of seconds or counts. Durations may be written as strings.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Dist {
     /// Always `value`.
@@ -289,7 +298,7 @@ fn standard_normal(rng: &mut fastrand::Rng) -> f64 {
 }
 
 /// `[load]`.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Load {
     /// Closed model: keep this many sessions going.
@@ -307,7 +316,7 @@ pub struct Load {
 }
 
 /// `[slo]`: thresholds; a breach makes the run exit 99.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Slo {
     /// Most sessions lost to the infrastructure.

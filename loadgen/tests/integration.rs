@@ -127,3 +127,196 @@ fn broken_scenarios_exit_2_naming_file_and_key() {
         .expect("run");
     assert!(output.status.success(), "{output:?}");
 }
+
+#[test]
+fn two_shards_merge_to_the_sums_of_their_reports() {
+    // Each shard spawns its own pdf and gateway (each pdf holds the whole population; each
+    // shard charges and checks only the accounts it owns).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shards: Vec<_> = (0..2)
+        .map(|i| {
+            let out = dir.path().join(format!("s{i}"));
+            let child = Command::new(LOADGEN)
+                .args([
+                    "run",
+                    &scenario("ci-smoke.toml"),
+                    "--shard",
+                    &format!("{i}/2"),
+                    "--out",
+                    &out.display().to_string(),
+                ])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run loadgen");
+            (out, child)
+        })
+        .collect();
+    let mut reports = Vec::new();
+    for (out, child) in shards {
+        let output = child.wait_with_output().expect("wait");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let path = out.join("summary.json");
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("summary.json"))
+                .expect("JSON");
+        reports.push((path, report));
+    }
+    for (i, (_, report)) in reports.iter().enumerate() {
+        assert_eq!(report["shard"]["index"], i as u64);
+        assert_eq!(report["shard"]["count"], 2);
+        assert!(report["steps"][0]["scheduled_hist"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("HISTF")));
+    }
+    let merged_dir = dir.path().join("merged");
+    let merge = |files: &[&std::path::Path]| {
+        let mut args = vec!["merge".to_owned()];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        args.extend(["--out".to_owned(), merged_dir.display().to_string()]);
+        Command::new(LOADGEN).args(&args).output().expect("merge")
+    };
+    let output = merge(&[&reports[1].0, &reports[0].0]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("merged from 2 shard reports") && stdout.contains("RESULT: pass"),
+        "{stdout}"
+    );
+    let merged: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(merged_dir.join("summary.json")).expect("merged summary.json"),
+    )
+    .expect("JSON");
+    let sum = |get: &dyn Fn(&serde_json::Value) -> u64| -> u64 {
+        reports.iter().map(|(_, r)| get(r)).sum()
+    };
+    let step = |r: &serde_json::Value, name: &str, key: &str| -> u64 {
+        r["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["step"] == name)
+            .map_or(0, |s| s[key].as_u64().expect("count"))
+    };
+    for name in ["START", "INTERIM", "STOP", "EVENT"] {
+        for key in ["sent", "answered", "timeouts"] {
+            assert_eq!(
+                step(&merged, name, key),
+                sum(&|r| step(r, name, key)),
+                "{name} {key}"
+            );
+        }
+        // A merged percentile lies between the shards' (it is not their average).
+        let p99 = |r: &serde_json::Value| {
+            r["steps"]
+                .as_array()
+                .expect("steps")
+                .iter()
+                .find(|s| s["step"] == name)
+                .map(|s| s["scheduled_us"]["p99"].as_u64().expect("p99"))
+        };
+        let shard_p99: Vec<u64> = reports.iter().filter_map(|(_, r)| p99(r)).collect();
+        if let Some(merged_p99) = p99(&merged) {
+            let (lo, hi) = (shard_p99.iter().min(), shard_p99.iter().max());
+            assert!(
+                lo.is_some_and(|lo| *lo <= merged_p99) && hi.is_some_and(|hi| merged_p99 <= *hi),
+                "{name}: {merged_p99} not within {shard_p99:?}"
+            );
+        }
+    }
+    for key in ["completed", "charged_out", "refused"] {
+        assert_eq!(
+            merged["sessions"][key],
+            sum(&|r| r["sessions"][key].as_u64().expect("count")),
+            "{key}"
+        );
+    }
+    for key in ["accounts_compared", "accounts_uncertain", "mismatches"] {
+        assert_eq!(
+            merged["books"][key],
+            sum(&|r| r["books"][key].as_u64().expect("count")),
+            "{key}"
+        );
+    }
+    // Together the shards checked every account of ci-smoke's population exactly once:
+    // 2000 subscribers, 400 of them in 200 families of 2, so 1800 accounts.
+    let covered = merged["books"]["accounts_compared"].as_u64().unwrap_or(0)
+        + merged["books"]["accounts_uncertain"].as_u64().unwrap_or(0);
+    assert_eq!(covered, 1800, "{}", merged["books"]);
+    assert_eq!(merged["books"]["mismatches"], 0);
+    assert_eq!(merged["merged"]["shards"], 2);
+    assert_eq!(
+        merged["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .map(|r| r["answered"].as_u64().unwrap_or(0))
+            .sum::<u64>(),
+        sum(&|r| r["timeline"]
+            .as_array()
+            .expect("timeline")
+            .iter()
+            .map(|r| r["answered"].as_u64().unwrap_or(0))
+            .sum())
+    );
+
+    // Not one whole run: refused with exit 2.
+    let output = merge(&[&reports[0].0, &reports[0].0]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("both shard 0/2"));
+    let output = merge(&[&reports[1].0]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("shard 0/2 missing"));
+}
+
+#[test]
+fn schema_prints_a_json_schema_of_the_format() {
+    let output = Command::new(LOADGEN).arg("schema").output().expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let schema: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    for key in [
+        "schema",
+        "name",
+        "duration",
+        "population",
+        "mix",
+        "load",
+        "slo",
+    ] {
+        assert!(schema["properties"].get(key).is_some(), "{key}");
+    }
+}
+
+#[test]
+fn a_shard_without_sessions_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tiny.toml");
+    std::fs::write(&path, "schema = 1\nname = \"tiny\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"constant\", value = \"1m\" }\ninterval = \"30s\"\n[load]\nconcurrent_sessions = 2\n").expect("write");
+    let output = Command::new(LOADGEN)
+        .args(["run", &path.display().to_string(), "--shard", "0/3"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("concurrent_sessions"), "{stderr}");
+    let output = Command::new(LOADGEN)
+        .args(["run", &path.display().to_string(), "--shard", "3/3"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
