@@ -593,22 +593,15 @@ async fn drop_cuts_only_the_sessions_of_the_cut_connection() {
 /// window). Three such cuts in a row; every session must survive each one, and be charged
 /// once.
 ///
-/// Fails: the re-sent copy of such a request (T flag, same Origin-Host and End-to-End id, on
+/// This used to fail (regression test): the re-sent copy of such a request (T flag, same Origin-Host and End-to-End id, on
 /// the other connection) is never answered, the gateway times out after
 /// charging.request_timeout_ms (2 s) and cuts the session with SESSION_TIMEOUT (ACA 3004 "the
 /// PDF did not answer", ASR cause 8). The cause is in the protocol crate's peer layer on the
 /// pdf, not in the gateway: the node-wide duplicate cache (protocol/src/peer/duplicates.rs)
-/// records the original as `InProgress` and drops every duplicate of it until it is
-/// answered; but when its connection closes before the answer is handed to the peer core,
-/// the transport driver (protocol/src/transport/driver.rs, after its main loop) drains
-/// `Command::Answer` without calling `Peer::answer`, which is what would `forget` (or
-/// `complete`) the entry, so the entry stays `InProgress` for the cache's lifetime (60 s).
-/// A duplicate that arrives on another connection while the original is still in progress is
-/// dropped the same way, though the original's answer will go to a dead connection.
+/// dropped every duplicate of a request still `InProgress`, though the original's answer was
+/// going to the dead connection; the copy now goes to the application, which is idempotent
+/// for it (the pdf answers a repeated CC-Request-Number from the session's memory).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: protocol duplicate cache keeps a request InProgress when its connection \
-            closes before the answer: the T-flag copy on the other connection is dropped, \
-            the gateway times out and cuts the session (see the doc comment)"]
 async fn failover_survives_cuts_that_catch_requests_inside_the_pdf() {
     const CUTS: u32 = 3;
     let began = Instant::now();

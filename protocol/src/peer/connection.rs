@@ -79,8 +79,8 @@ pub struct PeerStats {
     pub busy_answered: u64,
     /// Retransmissions answered from the duplicate cache.
     pub duplicates_answered: u64,
-    /// Retransmissions dropped because the original is still being processed.
-    pub duplicates_dropped: u64,
+    /// Retransmissions of a request still being processed, handed to the application.
+    pub duplicates_in_progress: u64,
 }
 
 /// Why a request could not be sent.
@@ -422,8 +422,12 @@ impl Peer {
         match duplicates.check(key, now) {
             Seen::New => Ok(Some(key)),
             Seen::InProgress => {
-                self.stats.duplicates_dropped += 1;
-                Err(())
+                // The original has no answer yet, and may never get one here: its connection
+                // may be the one that failed. Dropping the copy would leave the client
+                // waiting; the application gets it and must be idempotent for it (the PDF is:
+                // Session-Id and CC-Request-Number identify a charge).
+                self.stats.duplicates_in_progress += 1;
+                Ok(None)
             }
             Seen::Answered(answer) => {
                 // Re-send the cached answer under the retransmission's hop-by-hop id.

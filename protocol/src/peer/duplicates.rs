@@ -3,7 +3,10 @@
 //! A client that loses a connection re-sends its pending requests elsewhere with the T flag
 //! and the same End-to-End id. Origin-Host plus End-to-End id identify a request; the cache
 //! remembers each request received recently, and its answer once sent, so that a
-//! retransmission is answered from the cache instead of being processed (charged) twice.
+//! retransmission of an answered request is answered from the cache instead of being
+//! processed (charged) twice. A retransmission of a request not answered yet is handed to
+//! the application: the original's answer may never leave (its connection is the one that
+//! failed), so dropping the copy would leave the client without an answer.
 //!
 //! One cache serves a whole node (all its connections: the retransmission usually arrives on
 //! another connection than the original). Entries live for a configured time and the cache
@@ -46,7 +49,8 @@ impl DuplicateKey {
 pub enum Seen {
     /// Not seen recently: process it (it is now recorded as in progress).
     New,
-    /// Being processed: its answer will come; drop the duplicate.
+    /// Being processed, not answered yet: the copy goes to the application, which must be
+    /// idempotent for it (the original's answer may be lost with its connection).
     InProgress,
     /// Answered: re-send this answer (with the duplicate's hop-by-hop id).
     Answered(Bytes),
