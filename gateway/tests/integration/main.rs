@@ -3,6 +3,7 @@
 
 mod failover;
 mod otp;
+mod redirect;
 
 use std::net::SocketAddr;
 use std::path::Path;
