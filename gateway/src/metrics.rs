@@ -59,9 +59,9 @@ impl Histogram {
 /// The gateway's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    /// [record type][result]
+    /// Answers by record type, then by Result-Code.
     acr: [[AtomicU64; RESULTS.len() + 1]; 5],
-    /// [request type 0..=4][result]
+    /// Answers by CC-Request-Type (0 for any other), then by Result-Code.
     ccr: [[AtomicU64; RESULTS.len() + 1]; 5],
     ccr_failures: [AtomicU64; 3],
     latency: [Histogram; 2],
