@@ -437,6 +437,12 @@ impl Engine {
 
     /// Ends a session: releases its hold, unthreads and removes it, remembers its answer.
     fn end(&mut self, now: u32, slot: u32, key: SessionKey, number: u32, decision: &Decision) {
+        self.drop_session(slot);
+        self.remember_ended(now, key, number, decision);
+    }
+
+    /// Releases a session's hold, unthreads it from its account and frees its slot.
+    fn drop_session(&mut self, slot: u32) {
         let (account, held) = {
             let session = self.sessions.get(slot);
             (session.account, session.reserved)
@@ -451,7 +457,6 @@ impl Engine {
         entry.first_session = head;
         entry.sessions -= 1;
         self.sessions.remove(slot);
-        self.remember_ended(now, key, number, decision);
     }
 
     /// The other live sessions of an empty account, each aborted once.
@@ -534,20 +539,7 @@ impl Engine {
             .map(|(i, _)| i)
             .collect();
         for &slot in &expired {
-            let (account, held) = {
-                let s = self.sessions.get(slot);
-                (s.account, s.reserved)
-            };
-            self.ledger.release(account, held);
-            let mut head = self
-                .ledger
-                .get(account)
-                .map_or(NO_SESSION, |a| a.first_session);
-            unthread(&mut self.sessions, &mut head, slot);
-            let entry = self.ledger.get_mut(account);
-            entry.first_session = head;
-            entry.sessions -= 1;
-            self.sessions.remove(slot);
+            self.drop_session(slot);
         }
         self.stats.sessions_expired += expired.len() as u64;
         expired.len()
