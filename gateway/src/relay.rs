@@ -551,12 +551,12 @@ impl Relay {
             {
                 Ok(answer) => {
                     let view = answer.view();
-                    let result = if view.header().flags.is_error() {
-                        ErrorAnswer::decode(&view).map(|e| e.result_code)
-                    } else {
-                        Cca::decode(&view).map(|c| c.result_code)
-                    }
-                    .unwrap_or(ResultCode::UNABLE_TO_COMPLY);
+                    // The Result-Code alone, for the metrics and the redirect check; the
+                    // caller decodes the whole answer once.
+                    let result = view
+                        .find(protocol::dictionary::RESULT_CODE.code)
+                        .and_then(|avp| avp.u32().ok())
+                        .map_or(ResultCode::UNABLE_TO_COMPLY, ResultCode);
                     self.metrics.record_ccr(kind.0, result, sent.elapsed());
                     if result == ResultCode::REDIRECT_INDICATION && redirects < 3 {
                         let target = ErrorAnswer::decode(&view)
