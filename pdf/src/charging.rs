@@ -567,6 +567,9 @@ impl Engine {
             .into_iter()
             .map(|i| format!("account {}: {} ({:?})", i.account, i.problem, i.state))
             .collect();
+        if !self.ledger.totals_consistent() {
+            problems.push("the running totals differ from the sums over the accounts".to_owned());
+        }
         let mut held: HashMap<u32, i64> = HashMap::new();
         for (_, session) in self.sessions.live_slots() {
             *held.entry(session.account).or_default() += session.reserved;

@@ -44,6 +44,9 @@ pub struct Imbalance {
 #[derive(Debug, Default)]
 pub struct Ledger {
     accounts: Vec<Account>,
+    /// Running (balance, reserved, debited) over all accounts, so that status and metrics
+    /// need not walk a million accounts under the engine lock.
+    totals: (i64, i64, i64),
 }
 
 impl Ledger {
@@ -61,8 +64,12 @@ impl Ledger {
                     sessions: 0,
                 }
             })
-            .collect();
-        Self { accounts }
+            .collect::<Vec<Account>>();
+        let balance = accounts.iter().map(|a| a.balance).sum();
+        Self {
+            accounts,
+            totals: (balance, 0, 0),
+        }
     }
 
     /// Number of accounts.
@@ -95,6 +102,8 @@ impl Ledger {
         let granted = amount.min(account.balance).max(0);
         account.balance -= granted;
         account.reserved += granted;
+        self.totals.0 -= granted;
+        self.totals.1 += granted;
         granted
     }
 
@@ -106,6 +115,9 @@ impl Ledger {
         account.reserved -= from_held;
         account.balance -= amount - from_held;
         account.debited += amount;
+        self.totals.0 -= amount - from_held;
+        self.totals.1 -= from_held;
+        self.totals.2 += amount;
         held - from_held
     }
 
@@ -114,6 +126,8 @@ impl Ledger {
         let account = self.get_mut(id);
         account.reserved -= held;
         account.balance += held;
+        self.totals.0 += held;
+        self.totals.1 -= held;
     }
 
     /// Charges an amount recovered from the journal (no session holds anything after a
@@ -122,6 +136,8 @@ impl Ledger {
         if let Some(account) = self.accounts.get_mut(id as usize) {
             account.debited += debited;
             account.balance -= debited;
+            self.totals.0 -= debited;
+            self.totals.2 += debited;
         }
     }
 
@@ -145,11 +161,17 @@ impl Ledger {
             .collect()
     }
 
-    /// Totals over all accounts: (balance, reserved, debited).
+    /// Totals over all accounts: (balance, reserved, debited), kept as money moves.
     pub fn totals(&self) -> (i64, i64, i64) {
-        self.accounts.iter().fold((0, 0, 0), |(b, r, d), a| {
+        self.totals
+    }
+
+    /// Whether the running totals equal the sums over the accounts (for the books check).
+    pub fn totals_consistent(&self) -> bool {
+        let summed = self.accounts.iter().fold((0, 0, 0), |(b, r, d), a| {
             (b + a.balance, r + a.reserved, d + a.debited)
-        })
+        });
+        summed == self.totals
     }
 }
 
@@ -174,6 +196,8 @@ mod tests {
         ledger.recover_debit(1, 250);
         assert_eq!(ledger.get(1).map(|a| a.balance), Some(-50));
         assert!(ledger.check().is_empty());
+        assert!(ledger.totals_consistent());
+        assert_eq!(ledger.totals(), (30 + -50, 0, 70 + 250));
         assert_eq!(std::mem::size_of::<Account>(), 40);
     }
 }
