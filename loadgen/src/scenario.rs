@@ -1,7 +1,9 @@
 //! Scenario files (DESIGN.md section 6): TOML, `schema = 1`, validated before anything
 //! starts, unknown keys refused, errors naming the file, the key and what was expected.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use pdf::population::PopulationSpec;
@@ -38,6 +40,13 @@ pub struct Scenario {
     /// Pass/fail thresholds.
     #[serde(default)]
     pub slo: Slo,
+    /// Timeline events (`[[event]]`), at offsets from the start of traffic.
+    #[serde(default, rename = "event")]
+    pub events: Vec<Event>,
+    /// The scenario file's directory: the files it names are relative to it, and event
+    /// commands run in it.
+    #[serde(skip)]
+    pub base: PathBuf,
 }
 
 fn default_seed() -> u64 {
@@ -123,6 +132,9 @@ pub struct Topology {
     /// The pdf's admin address, for the books check (spawn = false).
     #[serde(default)]
     pub pdf_admin: Option<std::net::SocketAddr>,
+    /// The gateway's admin address, for `set_weight` events (spawn = false).
+    #[serde(default)]
+    pub gateway_admin: Option<std::net::SocketAddr>,
 }
 
 fn yes() -> bool {
@@ -144,6 +156,7 @@ impl Default for Topology {
             access_connections: 4,
             gateway: None,
             pdf_admin: None,
+            gateway_admin: None,
         }
     }
 }
@@ -195,7 +208,8 @@ impl Mix {
     }
 }
 
-/// A distribution of seconds or counts. Durations may be written as strings.
+/// A distribution of seconds or counts (durations may be written as strings), with optional
+/// `min` and `max` clamps: a draw below `min` is `min`, above `max` is `max`.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Dist {
@@ -203,8 +217,14 @@ pub enum Dist {
     Constant {
         /// The value.
         value: Number,
+        /// Clamp: no draw below this.
+        #[serde(default)]
+        min: Option<Number>,
+        /// Clamp: no draw above this.
+        #[serde(default)]
+        max: Option<Number>,
     },
-    /// Uniform between `min` and `max`.
+    /// Uniform between `min` and `max` (its bounds are its clamps).
     Uniform {
         /// Lower bound.
         min: Number,
@@ -215,14 +235,110 @@ pub enum Dist {
     Exponential {
         /// Mean.
         mean: Number,
+        /// Clamp: no draw below this.
+        #[serde(default)]
+        min: Option<Number>,
+        /// Clamp: no draw above this.
+        #[serde(default)]
+        max: Option<Number>,
     },
-    /// Log-normal from its `median` and its `p99`.
+    /// Normal with `mean` and `stddev`, truncated at 0 (negative draws are drawn again).
+    Normal {
+        /// Mean (before the truncation at 0).
+        mean: Number,
+        /// Standard deviation (before the truncation at 0).
+        stddev: Number,
+        /// Clamp: no draw below this.
+        #[serde(default)]
+        min: Option<Number>,
+        /// Clamp: no draw above this.
+        #[serde(default)]
+        max: Option<Number>,
+    },
+    /// Log-normal from its `median` and either its `p99` or `sigma` (the standard deviation
+    /// of its logarithm).
+    #[schemars(extend("oneOf" = [{ "required": ["p99"] }, { "required": ["sigma"] }]))]
     Lognormal {
         /// Median.
         median: Number,
-        /// 99th percentile.
-        p99: Number,
+        /// 99th percentile (or give `sigma`).
+        #[serde(default)]
+        p99: Option<Number>,
+        /// Standard deviation of ln X (or give `p99`).
+        #[serde(default)]
+        sigma: Option<f64>,
+        /// Clamp: no draw below this.
+        #[serde(default)]
+        min: Option<Number>,
+        /// Clamp: no draw above this.
+        #[serde(default)]
+        max: Option<Number>,
     },
+    /// Pareto (type I): `scale` is the smallest value, `shape` the tail index (the mean is
+    /// finite only for shape > 1; give `max` otherwise).
+    Pareto {
+        /// The smallest value (x_m).
+        scale: Number,
+        /// Tail index (alpha).
+        shape: f64,
+        /// Clamp: no draw below this.
+        #[serde(default)]
+        min: Option<Number>,
+        /// Clamp: no draw above this.
+        #[serde(default)]
+        max: Option<Number>,
+    },
+    /// Weibull with `scale` (lambda) and `shape` (k; 1 is the exponential).
+    Weibull {
+        /// Scale (lambda).
+        scale: Number,
+        /// Shape (k).
+        shape: f64,
+        /// Clamp: no draw below this.
+        #[serde(default)]
+        min: Option<Number>,
+        /// Clamp: no draw above this.
+        #[serde(default)]
+        max: Option<Number>,
+    },
+    /// Values from a CSV file (path relative to the scenario file), drawn uniformly with
+    /// repetition: one value a line, numbers or duration strings; blank lines, `#` comments
+    /// and one header line are skipped.
+    Empirical {
+        /// The CSV file, relative to the scenario file.
+        file: PathBuf,
+        /// The column holding the values, from 1 (default 1).
+        #[serde(default)]
+        column: Option<u32>,
+        /// The values read from `file` (by [`Scenario::load`]).
+        #[serde(skip)]
+        values: Samples,
+        /// Clamp: no draw below this.
+        #[serde(default)]
+        min: Option<Number>,
+        /// Clamp: no draw above this.
+        #[serde(default)]
+        max: Option<Number>,
+    },
+}
+
+/// The values of an empirical distribution. Its `Debug` form is its count and a hash of the
+/// values (so that the scenario digest of shards tells different CSV contents apart, and
+/// errors stay short).
+#[derive(Clone, Default, PartialEq)]
+pub struct Samples(pub Arc<Vec<f64>>);
+
+impl std::fmt::Debug for Samples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for value in self.0.iter() {
+            for byte in value.to_bits().to_le_bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        write!(f, "Samples({} values, fnv {hash:016x})", self.0.len())
+    }
 }
 
 /// A number, or a duration string read as seconds.
@@ -246,48 +362,371 @@ impl<'de> Deserialize<'de> for Number {
     }
 }
 
+/// z(0.99): the standard normal's 99th percentile.
+const Z99: f64 = 2.326_347_874_040_841;
+
+/// A distribution's law with plain parameters (no clamps).
+#[derive(Clone, Copy, Debug)]
+enum Law<'a> {
+    Constant(f64),
+    Uniform(f64, f64),
+    Exponential(f64),
+    Normal { mean: f64, sd: f64 },
+    Lognormal { mu: f64, sigma: f64 },
+    Pareto { scale: f64, shape: f64 },
+    Weibull { scale: f64, shape: f64 },
+    Empirical(&'a [f64]),
+}
+
+impl Law<'_> {
+    fn sample(self, rng: &mut fastrand::Rng) -> f64 {
+        match self {
+            Law::Constant(value) => value,
+            Law::Uniform(min, max) => min + rng.f64() * (max - min),
+            Law::Exponential(mean) => -mean * (1.0 - rng.f64()).ln(),
+            Law::Normal { mean, sd } => {
+                // Truncated at 0: draw again (mean >= 0, so at least half the draws land).
+                for _ in 0..64 {
+                    let x = mean + sd * standard_normal(rng);
+                    if x >= 0.0 {
+                        return x;
+                    }
+                }
+                0.0
+            }
+            Law::Lognormal { mu, sigma } => (mu + sigma * standard_normal(rng)).exp(),
+            Law::Pareto { scale, shape } => scale / (1.0 - rng.f64()).powf(1.0 / shape),
+            Law::Weibull { scale, shape } => scale * (-(1.0 - rng.f64()).ln()).powf(1.0 / shape),
+            Law::Empirical(values) => values[rng.usize(0..values.len())],
+        }
+    }
+
+    /// The mean (infinite for a Pareto of shape <= 1).
+    fn mean(self) -> f64 {
+        match self {
+            Law::Constant(value) => value,
+            Law::Uniform(min, max) => (min + max) / 2.0,
+            Law::Exponential(mean) => mean,
+            Law::Normal { mean, sd } if sd > 0.0 => {
+                // E[X | X >= 0] = mu + sd * phi(mu/sd) / Phi(mu/sd).
+                let a = mean / sd;
+                mean + sd * normal_pdf(a) / normal_cdf(a)
+            }
+            Law::Normal { mean, .. } => mean,
+            Law::Lognormal { mu, sigma } => (mu + sigma * sigma / 2.0).exp(),
+            Law::Pareto { scale, shape } if shape > 1.0 => shape * scale / (shape - 1.0),
+            Law::Pareto { .. } => f64::INFINITY,
+            Law::Weibull { scale, shape } => scale * gamma(1.0 + 1.0 / shape),
+            Law::Empirical(values) => values.iter().sum::<f64>() / values.len() as f64,
+        }
+    }
+
+    /// A value of the law's own scale (for integration tolerances).
+    fn typical(self) -> f64 {
+        match self {
+            Law::Constant(value) | Law::Exponential(value) => value,
+            Law::Uniform(_, max) => max,
+            Law::Normal { mean, sd } => mean + sd,
+            Law::Lognormal { mu, .. } => mu.exp(),
+            Law::Pareto { scale, .. } | Law::Weibull { scale, .. } => scale,
+            Law::Empirical(values) => values.iter().copied().fold(0.0, f64::max),
+        }
+    }
+
+    /// P(X <= x).
+    fn cdf(self, x: f64) -> f64 {
+        let p = match self {
+            Law::Constant(value) => f64::from(u8::from(x >= value)),
+            Law::Uniform(min, max) if max > min => (x - min) / (max - min),
+            Law::Uniform(min, _) => f64::from(u8::from(x >= min)),
+            Law::Exponential(mean) => 1.0 - (-x / mean).exp(),
+            Law::Normal { mean, sd } if sd > 0.0 => {
+                let below_zero = normal_cdf(-mean / sd);
+                (normal_cdf((x - mean) / sd) - below_zero) / (1.0 - below_zero)
+            }
+            Law::Normal { mean, .. } => f64::from(u8::from(x >= mean)),
+            Law::Lognormal { mu, sigma } if x > 0.0 => normal_cdf((x.ln() - mu) / sigma),
+            Law::Lognormal { .. } => 0.0,
+            Law::Pareto { scale, shape } if x > scale => 1.0 - (scale / x).powf(shape),
+            Law::Pareto { .. } => 0.0,
+            Law::Weibull { scale, shape } => 1.0 - (-(x / scale).powf(shape)).exp(),
+            Law::Empirical(values) => {
+                values.iter().filter(|&&v| v <= x).count() as f64 / values.len() as f64
+            }
+        };
+        if x < 0.0 {
+            0.0
+        } else {
+            p.clamp(0.0, 1.0)
+        }
+    }
+}
+
 impl Dist {
-    /// A draw.
-    pub fn sample(&self, rng: &mut fastrand::Rng) -> f64 {
-        match *self {
-            Dist::Constant { value } => value.0,
-            Dist::Uniform { min, max } => min.0 + rng.f64() * (max.0 - min.0),
-            Dist::Exponential { mean } => -mean.0 * (1.0 - rng.f64()).ln(),
-            Dist::Lognormal { median, p99 } => {
+    /// The law and the clamps.
+    fn law(&self) -> (Law<'_>, Option<f64>, Option<f64>) {
+        let clamps =
+            |min: &Option<Number>, max: &Option<Number>| (min.map(|n| n.0), max.map(|n| n.0));
+        match self {
+            Dist::Constant { value, min, max } => {
+                let (lo, hi) = clamps(min, max);
+                (Law::Constant(value.0), lo, hi)
+            }
+            Dist::Uniform { min, max } => (Law::Uniform(min.0, max.0), None, None),
+            Dist::Exponential { mean, min, max } => {
+                let (lo, hi) = clamps(min, max);
+                (Law::Exponential(mean.0), lo, hi)
+            }
+            Dist::Normal {
+                mean,
+                stddev,
+                min,
+                max,
+            } => {
+                let (lo, hi) = clamps(min, max);
+                (
+                    Law::Normal {
+                        mean: mean.0,
+                        sd: stddev.0,
+                    },
+                    lo,
+                    hi,
+                )
+            }
+            Dist::Lognormal {
+                median,
+                p99,
+                sigma,
+                min,
+                max,
+            } => {
+                let (lo, hi) = clamps(min, max);
                 // ln X ~ N(mu, sigma): mu = ln median, sigma = ln(p99 / median) / z(0.99).
-                let sigma = (p99.0 / median.0).ln() / 2.326_347_874;
-                median.0 * (sigma * standard_normal(rng)).exp()
+                let sigma = match (sigma, p99) {
+                    (Some(sigma), _) => *sigma,
+                    (None, Some(p99)) => (p99.0 / median.0).ln() / Z99,
+                    (None, None) => 0.0,
+                };
+                (
+                    Law::Lognormal {
+                        mu: median.0.ln(),
+                        sigma,
+                    },
+                    lo,
+                    hi,
+                )
+            }
+            Dist::Pareto {
+                scale,
+                shape,
+                min,
+                max,
+            } => {
+                let (lo, hi) = clamps(min, max);
+                (
+                    Law::Pareto {
+                        scale: scale.0,
+                        shape: *shape,
+                    },
+                    lo,
+                    hi,
+                )
+            }
+            Dist::Weibull {
+                scale,
+                shape,
+                min,
+                max,
+            } => {
+                let (lo, hi) = clamps(min, max);
+                (
+                    Law::Weibull {
+                        scale: scale.0,
+                        shape: *shape,
+                    },
+                    lo,
+                    hi,
+                )
+            }
+            Dist::Empirical {
+                values, min, max, ..
+            } => {
+                let (lo, hi) = clamps(min, max);
+                (Law::Empirical(&values.0), lo, hi)
             }
         }
     }
 
-    /// The mean (for the plan's expected concurrency).
+    /// A draw.
+    pub fn sample(&self, rng: &mut fastrand::Rng) -> f64 {
+        let (law, min, max) = self.law();
+        let x = law.sample(rng);
+        x.max(min.unwrap_or(f64::NEG_INFINITY))
+            .min(max.unwrap_or(f64::INFINITY))
+    }
+
+    /// The mean of the draws, clamps included (for the plan's expected concurrency);
+    /// infinite for a Pareto of shape <= 1 without `max`.
     pub fn mean(&self) -> f64 {
-        match *self {
-            Dist::Constant { value } => value.0,
-            Dist::Uniform { min, max } => (min.0 + max.0) / 2.0,
-            Dist::Exponential { mean } => mean.0,
-            Dist::Lognormal { median, p99 } => {
-                let sigma = (p99.0 / median.0).ln() / 2.326_347_874;
-                median.0 * (sigma * sigma / 2.0).exp()
+        let (law, min, max) = self.law();
+        if let Law::Empirical(values) = law {
+            // Exactly: the mean of the clamped values.
+            let clamp = |v: f64| {
+                v.max(min.unwrap_or(f64::NEG_INFINITY))
+                    .min(max.unwrap_or(f64::INFINITY))
+            };
+            return values.iter().map(|&v| clamp(v)).sum::<f64>() / values.len().max(1) as f64;
+        }
+        if let Law::Constant(value) = law {
+            return value
+                .max(min.unwrap_or(f64::NEG_INFINITY))
+                .min(max.unwrap_or(f64::INFINITY));
+        }
+        // Every law here draws x >= 0, so for 0 <= a <= b:
+        //   E[clamp(X, a, b)] = a + integral from a to b of P(X > x) dx, and
+        //   E[max(X, a)]      = E[X] + integral from 0 to a of P(X <= x) dx.
+        let a = min.unwrap_or(0.0).max(0.0);
+        let tol = 1e-7 * (a + law.typical());
+        match max {
+            Some(b) if b <= a => b,
+            Some(b) => a + integrate(&|x| 1.0 - law.cdf(x), a, b, tol),
+            None if a > 0.0 => law.mean() + integrate(&|x| law.cdf(x), 0.0, a, tol),
+            None => law.mean(),
+        }
+    }
+
+    /// The distribution's name, as written after `dist =`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Dist::Constant { .. } => "constant",
+            Dist::Uniform { .. } => "uniform",
+            Dist::Exponential { .. } => "exponential",
+            Dist::Normal { .. } => "normal",
+            Dist::Lognormal { .. } => "lognormal",
+            Dist::Pareto { .. } => "pareto",
+            Dist::Weibull { .. } => "weibull",
+            Dist::Empirical { .. } => "empirical",
+        }
+    }
+
+    /// Reads the values of an empirical distribution from its CSV file (relative to `base`,
+    /// the scenario file's directory); errors name the CSV file and the line.
+    pub fn read_file(&mut self, base: &Path) -> Result<(), String> {
+        let Dist::Empirical {
+            file,
+            column,
+            values,
+            ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let path = base.join(&*file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("file: cannot read {}: {e}", path.display()))?;
+        let column = column.unwrap_or(1);
+        if column == 0 {
+            return Err("column: columns count from 1".into());
+        }
+        let mut read = Vec::new();
+        let mut header_allowed = true;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            if line.is_empty() {
+                continue;
+            }
+            let at = || format!("{} line {}", path.display(), i + 1);
+            let field = line
+                .split(',')
+                .nth(column as usize - 1)
+                .ok_or_else(|| format!("{}: no column {column} in {line:?}", at()))?
+                .trim()
+                .trim_matches('"')
+                .trim();
+            let value = field
+                .parse::<f64>()
+                .ok()
+                .or_else(|| parse_duration(field).ok().map(|d| d.as_secs_f64()));
+            let first = std::mem::replace(&mut header_allowed, false);
+            match value {
+                Some(v) if v.is_finite() && v >= 0.0 => read.push(v),
+                Some(v) => {
+                    return Err(format!(
+                        "{}: {v} is not a value a distribution can draw (negative or not finite)",
+                        at()
+                    ))
+                }
+                // The first line may be a header.
+                None if first => {}
+                None => return Err(format!("{}: {field:?} is not a number or a duration", at())),
             }
         }
+        if read.is_empty() {
+            return Err(format!("{}: no values", path.display()));
+        }
+        *values = Samples(Arc::new(read));
+        Ok(())
     }
 
     fn validate(&self, key: &str) -> Result<(), String> {
-        let ok = match *self {
-            Dist::Constant { value } => value.0 >= 0.0,
-            Dist::Uniform { min, max } => min.0 >= 0.0 && max.0 >= min.0,
-            Dist::Exponential { mean } => mean.0 > 0.0,
-            Dist::Lognormal { median, p99 } => median.0 > 0.0 && p99.0 > median.0,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "{key}: the distribution's parameters are out of range ({self:?})"
-            ))
+        let bad = |what: &str| Err(format!("{key}: {} {what}", self.name()));
+        let finite_non_negative = |n: Number| n.0.is_finite() && n.0 >= 0.0;
+        let positive = |v: f64| v.is_finite() && v > 0.0;
+        match self {
+            Dist::Constant { value, .. } if !finite_non_negative(*value) => {
+                return bad("needs value >= 0")
+            }
+            Dist::Uniform { min, max }
+                if !(finite_non_negative(*min) && max.0.is_finite() && max.0 >= min.0) =>
+            {
+                return bad("needs 0 <= min <= max")
+            }
+            Dist::Exponential { mean, .. } if !positive(mean.0) => return bad("needs mean > 0"),
+            Dist::Normal { mean, stddev, .. }
+                if !(finite_non_negative(*mean) && finite_non_negative(*stddev)) =>
+            {
+                return bad("needs mean >= 0 and stddev >= 0 (it is truncated at 0)")
+            }
+            Dist::Lognormal {
+                median, p99, sigma, ..
+            } => {
+                if !positive(median.0) {
+                    return bad("needs median > 0");
+                }
+                match (p99, sigma) {
+                    (Some(_), Some(_)) | (None, None) => {
+                        return bad("needs either p99 or sigma (one of them)")
+                    }
+                    (Some(p99), None) if !(p99.0.is_finite() && p99.0 > median.0) => {
+                        return bad("needs p99 > median")
+                    }
+                    (None, Some(sigma)) if !(sigma.is_finite() && *sigma >= 0.0) => {
+                        return bad("needs sigma >= 0")
+                    }
+                    _ => {}
+                }
+            }
+            Dist::Pareto { scale, shape, .. } | Dist::Weibull { scale, shape, .. }
+                if !(positive(scale.0) && positive(*shape)) =>
+            {
+                return bad("needs scale > 0 and shape > 0")
+            }
+            Dist::Empirical { values, file, .. } if values.0.is_empty() => {
+                return Err(format!(
+                    "{key}: empirical: the values of {} were not read (Scenario::load reads them)",
+                    file.display()
+                ))
+            }
+            _ => {}
         }
+        let (_, min, max) = self.law();
+        if min.is_some_and(|m| !(m.is_finite() && m >= 0.0)) {
+            return Err(format!("{key}.min: must be a number >= 0"));
+        }
+        if max.is_some_and(|m| !(m.is_finite() && m >= min.unwrap_or(0.0))) {
+            return Err(format!("{key}.max: must be a number >= min (and >= 0)"));
+        }
+        Ok(())
     }
 }
 
@@ -295,6 +734,98 @@ fn standard_normal(rng: &mut fastrand::Rng) -> f64 {
     // Box-Muller.
     let (u, v) = (1.0 - rng.f64(), rng.f64());
     (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+}
+
+fn normal_pdf(x: f64) -> f64 {
+    (-x * x / 2.0).exp() / (std::f64::consts::TAU).sqrt()
+}
+
+/// The standard normal CDF, from erfc (Numerical Recipes' Chebyshev fit, relative error
+/// below 1.2e-7: plenty for a plan).
+fn normal_cdf(x: f64) -> f64 {
+    let z = (x / std::f64::consts::SQRT_2).abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let erfc = t
+        * (-z * z - 1.265_512_23
+            + t * (1.000_023_68
+                + t * (0.374_091_96
+                    + t * (0.096_784_18
+                        + t * (-0.186_288_06
+                            + t * (0.278_868_07
+                                + t * (-1.135_203_98
+                                    + t * (1.488_515_87
+                                        + t * (-0.822_152_23 + t * 0.170_872_77)))))))))
+            .exp();
+    if x >= 0.0 {
+        1.0 - erfc / 2.0
+    } else {
+        erfc / 2.0
+    }
+}
+
+/// The gamma function (Lanczos, g = 7, n = 9; about 15 significant digits for x > 0).
+fn gamma(x: f64) -> f64 {
+    const G: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        return std::f64::consts::PI / ((std::f64::consts::PI * x).sin() * gamma(1.0 - x));
+    }
+    let x = x - 1.0;
+    let mut sum = G[0];
+    for (i, g) in G.iter().enumerate().skip(1) {
+        sum += g / (x + i as f64);
+    }
+    let t = x + 7.5;
+    (std::f64::consts::TAU).sqrt() * t.powf(x + 0.5) * (-t).exp() * sum
+}
+
+/// The integral of `f` over `a..b` within about `tol` (adaptive Simpson; the functions
+/// integrated here are monotone, so a feature cannot hide between the sample points).
+fn integrate(f: &dyn Fn(f64) -> f64, a: f64, b: f64, tol: f64) -> f64 {
+    fn refine(
+        f: &dyn Fn(f64) -> f64,
+        (a, fa): (f64, f64),
+        (m, fm): (f64, f64),
+        (b, fb): (f64, f64),
+        whole: f64,
+        tol: f64,
+        depth: u32,
+    ) -> f64 {
+        let (l, r) = ((a + m) / 2.0, (m + b) / 2.0);
+        let (fl, fr) = (f(l), f(r));
+        let left = (m - a) / 6.0 * (fa + 4.0 * fl + fm);
+        let right = (b - m) / 6.0 * (fm + 4.0 * fr + fb);
+        let delta = left + right - whole;
+        if depth == 0 || delta.abs() <= 15.0 * tol {
+            return left + right + delta / 15.0;
+        }
+        refine(f, (a, fa), (l, fl), (m, fm), left, tol / 2.0, depth - 1)
+            + refine(f, (m, fm), (r, fr), (b, fb), right, tol / 2.0, depth - 1)
+    }
+    if b <= a {
+        return 0.0;
+    }
+    let m = (a + b) / 2.0;
+    let (fa, fm, fb) = (f(a), f(m), f(b));
+    let whole = (b - a) / 6.0 * (fa + 4.0 * fm + fb);
+    refine(
+        f,
+        (a, fa),
+        (m, fm),
+        (b, fb),
+        whole,
+        tol.max(f64::MIN_POSITIVE),
+        48,
+    )
 }
 
 /// `[load]`.
@@ -313,6 +844,91 @@ pub struct Load {
     /// At most this many live sessions (open model).
     #[serde(default)]
     pub max_sessions: Option<u32>,
+}
+
+/// `[[event]]`: something done to the system at `at` after traffic started (wall clock, not
+/// scaled by `time_scale`), marked on the report's timeline.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Event {
+    /// SIGKILL a process the loadgen spawned (topology.spawn = true): `node = "pdf"`.
+    KillNode {
+        /// When, after traffic started.
+        at: Span,
+        /// The process: `"pdf"`.
+        node: String,
+    },
+    /// Set a PDF node's weight in the gateway (its admin `POST /nodes/{node}/weight`): a
+    /// node of weight 0 gets no new sessions but keeps serving its own.
+    SetWeight {
+        /// When, after traffic started.
+        at: Span,
+        /// The gateway's name of the node (the spawned gateway's one node is `pdf0`).
+        node: String,
+        /// The new weight.
+        weight: u32,
+    },
+    /// Run an external command (no shell unless you name one); its exit status is recorded.
+    Command {
+        /// When, after traffic started.
+        at: Span,
+        /// The program and its arguments, like `["sh", "-c", "..."]`.
+        run: Vec<String>,
+    },
+    /// Upgrade the PDF: not implemented yet (the upgrade strategies are issue 7); the loadgen
+    /// refuses it, and so does this schema.
+    #[schemars(extend("not" = {}))]
+    Upgrade(BTreeMap<String, serde_json::Value>),
+}
+
+impl Event {
+    /// When the event fires, after traffic started (None for a refused `upgrade`).
+    pub fn at(&self) -> Option<Duration> {
+        match self {
+            Event::KillNode { at, .. }
+            | Event::SetWeight { at, .. }
+            | Event::Command { at, .. } => Some(at.0),
+            Event::Upgrade(_) => None,
+        }
+    }
+
+    /// The `action` key's value.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Event::KillNode { .. } => "kill_node",
+            Event::SetWeight { .. } => "set_weight",
+            Event::Command { .. } => "command",
+            Event::Upgrade(_) => "upgrade",
+        }
+    }
+
+    /// What the event does, in a few words (for the plan, the report and the plots).
+    pub fn describe(&self) -> String {
+        match self {
+            Event::KillNode { node, .. } => format!("kill_node {node} (SIGKILL)"),
+            Event::SetWeight { node, weight, .. } => format!("set_weight {node} = {weight}"),
+            Event::Command { run, .. } => format!("command {}", shell_words(run)),
+            Event::Upgrade(_) => "upgrade".into(),
+        }
+    }
+}
+
+/// A command line as one would type it (arguments with spaces or quotes quoted).
+pub fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                w.clone()
+            } else {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// `[slo]`: thresholds; a breach makes the run exit 99.
@@ -337,12 +953,35 @@ impl Scenario {
     /// Reads and validates a scenario; every message names the file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let scenario: Scenario =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Reads and validates the text of the scenario file `path` (the files it names, such as
+    /// an empirical distribution's CSV, are relative to its directory).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, String> {
+        let mut scenario: Scenario =
+            toml::from_str(text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        scenario.base = base.to_path_buf();
         scenario
-            .validate()
+            .read_files(base)
+            .and_then(|()| scenario.validate())
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(scenario)
+    }
+
+    /// Reads the files the scenario names, relative to `base` (its directory).
+    pub fn read_files(&mut self, base: &Path) -> Result<(), String> {
+        for (i, mix) in self.mix.iter_mut().enumerate() {
+            let key = format!("mix[{i}] ({})", mix.name);
+            for (what, dist) in [("duration", &mut mix.duration), ("usage", &mut mix.usage)] {
+                if let Some(dist) = dist {
+                    dist.read_file(base)
+                        .map_err(|e| format!("{key}.{what}: empirical: {e}"))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks what the types cannot.
@@ -419,6 +1058,68 @@ impl Scenario {
         if self.topology.access_connections == 0 {
             return Err("topology.access_connections: at least 1".into());
         }
+        for (i, event) in self.events.iter().enumerate() {
+            self.validate_event(i, event)?;
+        }
+        Ok(())
+    }
+
+    fn validate_event(&self, i: usize, event: &Event) -> Result<(), String> {
+        let key = format!("event[{i}] ({})", event.action());
+        let Some(at) = event.at() else {
+            return Err(format!(
+                "{key}: action = \"upgrade\" is not implemented yet: the upgrade strategies \
+                 (strategy, target binary and arguments) are issue 7; this loadgen's events are \
+                 kill_node, set_weight and command"
+            ));
+        };
+        if at >= self.duration.0 {
+            return Err(format!(
+                "{key}.at: {} s is not before the end of traffic (duration {} s): the event \
+                 would never fire",
+                at.as_secs_f64(),
+                self.duration.0.as_secs_f64()
+            ));
+        }
+        match event {
+            Event::KillNode { node, .. } => {
+                if !self.topology.spawn {
+                    return Err(format!(
+                        "{key}: kill_node kills a process the loadgen started: it needs \
+                         topology.spawn = true"
+                    ));
+                }
+                if node != "pdf" {
+                    return Err(format!(
+                        "{key}.node: expected \"pdf\" (the one node the loadgen starts), got {node:?}"
+                    ));
+                }
+            }
+            Event::SetWeight { node, .. } => {
+                if self.topology.spawn && node != "pdf0" {
+                    return Err(format!(
+                        "{key}.node: the spawned gateway has one PDF node, \"pdf0\"; got {node:?}"
+                    ));
+                }
+                if node.is_empty() {
+                    return Err(format!("{key}.node: a node name is needed"));
+                }
+                if !self.topology.spawn && self.topology.gateway_admin.is_none() {
+                    return Err(format!(
+                        "{key}: set_weight with spawn = false needs topology.gateway_admin \
+                         (the gateway's admin address)"
+                    ));
+                }
+            }
+            Event::Command { run, .. } => {
+                if run.first().is_none_or(String::is_empty) {
+                    return Err(format!(
+                        "{key}.run: the program and its arguments, like [\"sh\", \"-c\", \"...\"]"
+                    ));
+                }
+            }
+            Event::Upgrade(_) => {}
+        }
         Ok(())
     }
 
@@ -435,19 +1136,16 @@ impl Scenario {
         self.mix.len() - 1
     }
 
-    /// The plan, for `loadgen check`: sessions, expected concurrency, memory estimate.
+    /// The plan, for `loadgen check`: sessions, the rate timeline, expected concurrency,
+    /// memory estimate, events.
     pub fn plan(&self) -> String {
         let total: f64 = self.mix.iter().map(|m| m.weight).sum();
-        let mean_length: f64 = self
-            .mix
-            .iter()
-            .map(|m| {
-                m.weight / total * m.duration.as_ref().map_or(0.0, Dist::mean) / self.time_scale
-            })
-            .sum();
+        let length = |m: &Mix| m.duration.as_ref().map_or(0.0, Dist::mean) / self.time_scale;
+        let mean_length: f64 = self.mix.iter().map(|m| m.weight / total * length(m)).sum();
+        let cap = self.load.max_sessions.map(f64::from);
         let concurrency = match (self.load.concurrent_sessions, self.load.arrival_rate) {
             (Some(n), _) => f64::from(n),
-            (_, Some(rate)) => rate * mean_length,
+            (_, Some(rate)) => (rate * mean_length).min(cap.unwrap_or(f64::INFINITY)),
             _ => 0.0,
         };
         let seconds = self.duration.0.as_secs_f64();
@@ -460,29 +1158,96 @@ impl Scenario {
             self.population.accounts()
         );
         for mix in &self.mix {
+            let mean = length(mix);
+            if mix.kind == Kind::Event {
+                text += &format!(
+                    "  {:>5.1}% {:<10} Event, Rating-Group {}, one ACR EVENT\n",
+                    100.0 * mix.weight / total,
+                    mix.name,
+                    mix.rating_group(),
+                );
+                continue;
+            }
             text += &format!(
-                "  {:>5.1}% {:<10} {:?}, Rating-Group {}, mean length {:.1} s, interval {}\n",
+                "  {:>5.1}% {:<10} {:?}, Rating-Group {}, {}, interval {}{}\n",
                 100.0 * mix.weight / total,
                 mix.name,
                 mix.kind,
                 mix.rating_group(),
-                mix.duration.as_ref().map_or(0.0, Dist::mean) / self.time_scale,
+                match &mix.duration {
+                    None => "no duration".to_owned(),
+                    Some(d) if mean.is_finite() => format!("{} length, mean {mean:.1} s", d.name()),
+                    Some(d) => format!(
+                        "{} length, mean unbounded (a heavy tail: give it a max)",
+                        d.name()
+                    ),
+                },
                 mix.interval.map_or("-".to_owned(), |i| format!(
                     "{:.1} s",
                     i.0.as_secs_f64() / self.time_scale
                 )),
+                mix.usage.as_ref().map_or(String::new(), |u| format!(
+                    ", usage {} with mean {:.0} octets",
+                    u.name(),
+                    u.mean()
+                )),
+            );
+        }
+        let ramp = self.load.ramp.map_or(0.0, |r| r.0.as_secs_f64());
+        let mut timeline = if ramp > 0.0 {
+            format!(
+                "from 0 to it over {ramp} s, then steady for {} s",
+                (seconds - ramp).max(0.0)
+            )
+        } else {
+            format!("steady for {seconds} s")
+        };
+        if let Some(rate) = self.load.arrival_rate {
+            timeline += &format!(
+                "; about {:.0} new sessions in all",
+                rate * (seconds - ramp.min(seconds) / 2.0)
             );
         }
         text += &format!(
-            "  load: {} ; expected concurrency {concurrency:.0} sessions (arrival rate x mean length); \
-             memory estimate {:.1} MB in the gateway and as much in the pdf (about 65 bytes a session)\n",
+            "  load: {}, {timeline}\n",
             match (self.load.concurrent_sessions, self.load.arrival_rate) {
                 (Some(n), _) => format!("closed, {n} sessions"),
-                (_, Some(r)) => format!("open, {r} sessions/s"),
+                (_, Some(r)) => format!(
+                    "open, {r} new sessions/s (Poisson){}",
+                    self.load
+                        .max_sessions
+                        .map_or(String::new(), |m| format!(", at most {m} live"))
+                ),
                 _ => String::new(),
             },
-            concurrency * 65.0 / 1e6
         );
+        if concurrency.is_finite() {
+            text += &format!(
+                "  expected concurrency {concurrency:.0} sessions{}; memory estimate {:.1} MB in \
+                 the gateway and as much in the pdf (about 65 bytes a session)\n",
+                if self.load.arrival_rate.is_some() {
+                    if cap.is_some_and(|c| c <= concurrency) {
+                        " (the max_sessions cap: arrival rate x mean length is more)"
+                    } else {
+                        " (arrival rate x mean length)"
+                    }
+                } else {
+                    ""
+                },
+                concurrency * 65.0 / 1e6
+            );
+        } else {
+            text += "  expected concurrency unbounded (a mean length is): set max_sessions or a max on the duration\n";
+        }
+        let mut events: Vec<&Event> = self.events.iter().collect();
+        events.sort_by_key(|e| e.at());
+        for event in events {
+            text += &format!(
+                "  event at {:.1} s: {}\n",
+                event.at().unwrap_or_default().as_secs_f64(),
+                event.describe()
+            );
+        }
         text
     }
 }
@@ -500,16 +1265,367 @@ mod tests {
         assert!(parse_duration("2 fortnights").is_err());
     }
 
+    /// A distribution written as in a scenario file.
+    fn dist(text: &str) -> Dist {
+        #[derive(Deserialize)]
+        struct Holder {
+            d: Dist,
+        }
+        let holder: Holder = toml::from_str(&format!("d = {text}")).expect(text);
+        holder.d.validate("d").expect(text);
+        holder.d
+    }
+
+    fn draws(dist: &Dist, n: usize) -> Vec<f64> {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let mut draws: Vec<f64> = (0..n).map(|_| dist.sample(&mut rng)).collect();
+        draws.sort_by(f64::total_cmp);
+        draws
+    }
+
     #[test]
     fn lognormal_matches_its_median() {
-        let dist = Dist::Lognormal {
-            median: Number(120.0),
-            p99: Number(2700.0),
-        };
-        let mut rng = fastrand::Rng::with_seed(1);
-        let mut draws: Vec<f64> = (0..20_001).map(|_| dist.sample(&mut rng)).collect();
-        draws.sort_by(f64::total_cmp);
+        let dist = dist("{ dist = \"lognormal\", median = 120, p99 = 2700 }");
+        let draws = draws(&dist, 20_001);
         let median = draws[10_000];
         assert!((100.0..140.0).contains(&median), "{median}");
+    }
+
+    #[test]
+    fn every_distribution_s_mean_is_the_mean_of_its_draws() {
+        // (the distribution, the mean it must have when known in closed form)
+        let cases = [
+            ("{ dist = \"constant\", value = 5, max = 3 }", Some(3.0)),
+            ("{ dist = \"uniform\", min = 2, max = 4 }", Some(3.0)),
+            ("{ dist = \"exponential\", mean = \"2m\" }", Some(120.0)),
+            // E[min(X, 60)] = 60 (1 - e^-1) for an exponential of mean 60.
+            (
+                "{ dist = \"exponential\", mean = 60, max = 60 }",
+                Some(60.0 * (1.0 - (-1.0f64).exp())),
+            ),
+            // E[max(X, 60)] = 60 + 60 e^-1.
+            (
+                "{ dist = \"exponential\", mean = 60, min = 60 }",
+                Some(60.0 + 60.0 * (-1.0f64).exp()),
+            ),
+            (
+                "{ dist = \"exponential\", mean = 60, min = 10, max = 100 }",
+                None,
+            ),
+            // Truncated at 0: a half-normal's mean is sd * sqrt(2 / pi).
+            (
+                "{ dist = \"normal\", mean = 0, stddev = 10 }",
+                Some(10.0 * (2.0 / std::f64::consts::PI).sqrt()),
+            ),
+            (
+                "{ dist = \"normal\", mean = \"3m\", stddev = \"1m\" }",
+                None,
+            ),
+            (
+                "{ dist = \"normal\", mean = 30, stddev = 40, max = 60 }",
+                None,
+            ),
+            ("{ dist = \"normal\", mean = 30, stddev = 0 }", Some(30.0)),
+            (
+                "{ dist = \"lognormal\", median = 100, sigma = 0.5 }",
+                Some(100.0 * (0.125f64).exp()),
+            ),
+            (
+                "{ dist = \"lognormal\", median = 100, p99 = 2000, max = 1000 }",
+                None,
+            ),
+            (
+                "{ dist = \"lognormal\", median = 100, sigma = 1, min = 50 }",
+                None,
+            ),
+            // alpha x_m / (alpha - 1).
+            ("{ dist = \"pareto\", scale = 10, shape = 3 }", Some(15.0)),
+            (
+                "{ dist = \"pareto\", scale = 10, shape = 0.8, max = 1000 }",
+                None,
+            ),
+            (
+                "{ dist = \"pareto\", scale = 10, shape = 2.5, min = 12, max = 40 }",
+                None,
+            ),
+            // Shape 1 is the exponential; shape 2: lambda * sqrt(pi) / 2.
+            ("{ dist = \"weibull\", scale = 50, shape = 1 }", Some(50.0)),
+            (
+                "{ dist = \"weibull\", scale = 50, shape = 2 }",
+                Some(25.0 * std::f64::consts::PI.sqrt()),
+            ),
+            (
+                "{ dist = \"weibull\", scale = 50, shape = 0.6, max = 500 }",
+                None,
+            ),
+        ];
+        for (text, closed_form) in cases {
+            let dist = dist(text);
+            let mean = dist.mean();
+            if let Some(want) = closed_form {
+                assert!(
+                    (mean - want).abs() <= 1e-6 * want.max(1.0),
+                    "{text}: mean() {mean}, closed form {want}"
+                );
+            }
+            let draws = draws(&dist, 200_000);
+            let sampled = draws.iter().sum::<f64>() / draws.len() as f64;
+            assert!(
+                (sampled - mean).abs() <= 0.01 * mean,
+                "{text}: mean() {mean}, mean of draws {sampled}"
+            );
+            let (_, min, max) = dist.law();
+            assert!(draws[0] >= min.unwrap_or(0.0), "{text}: {}", draws[0]);
+            let top = draws[draws.len() - 1];
+            assert!(top <= max.unwrap_or(f64::INFINITY), "{text}: {top}");
+        }
+    }
+
+    #[test]
+    fn shapes_are_right() {
+        // Pareto: nothing below the scale; P(X > 2 x_m) = 2^-alpha.
+        let pareto = draws(
+            &dist("{ dist = \"pareto\", scale = 10, shape = 2 }"),
+            100_000,
+        );
+        assert!(pareto[0] >= 10.0);
+        let above = pareto.iter().filter(|&&x| x > 20.0).count() as f64 / 1e5;
+        assert!((above - 0.25).abs() < 0.01, "{above}");
+        // Weibull: the median is lambda (ln 2)^(1/k).
+        let weibull = draws(
+            &dist("{ dist = \"weibull\", scale = 100, shape = 1.5 }"),
+            100_001,
+        );
+        let want = 100.0 * 2f64.ln().powf(1.0 / 1.5);
+        assert!(
+            (weibull[50_000] - want).abs() < 0.02 * want,
+            "{}",
+            weibull[50_000]
+        );
+        // Lognormal by sigma: P(X > median e^sigma) = 1 - Phi(1).
+        let lognormal = draws(
+            &dist("{ dist = \"lognormal\", median = 100, sigma = 0.7 }"),
+            100_000,
+        );
+        let above = lognormal
+            .iter()
+            .filter(|&&x| x > 100.0 * 0.7f64.exp())
+            .count() as f64
+            / 1e5;
+        assert!((above - 0.1587).abs() < 0.01, "{above}");
+        // Normal truncated at 0: never negative, and the clamps hold.
+        let normal = draws(
+            &dist("{ dist = \"normal\", mean = 5, stddev = 10, min = 1, max = 20 }"),
+            100_000,
+        );
+        assert!(normal[0] >= 1.0 && normal[normal.len() - 1] <= 20.0);
+        assert!(
+            normal.iter().filter(|&&x| x == 1.0).count() > 1000,
+            "min clamp"
+        );
+        // The heavy tail's mean is unbounded without max.
+        assert!(dist("{ dist = \"pareto\", scale = 1, shape = 1 }")
+            .mean()
+            .is_infinite());
+        // A few helpers against known values.
+        assert!((normal_cdf(1.0) - 0.841_344_746).abs() < 1e-6);
+        assert!((normal_cdf(-2.326_347_874) - 0.01).abs() < 1e-6);
+        assert!((gamma(5.0) - 24.0).abs() < 1e-9);
+        assert!((gamma(0.5) - std::f64::consts::PI.sqrt()).abs() < 1e-9);
+    }
+
+    #[test]
+    fn bad_parameters_are_refused_by_name() {
+        let refuse = |text: &str, want: &str| {
+            #[derive(Deserialize)]
+            struct Holder {
+                d: Dist,
+            }
+            let error = match toml::from_str::<Holder>(&format!("d = {text}")) {
+                Err(error) => error.to_string(),
+                Ok(holder) => holder.d.validate("mix[0] (v).duration").expect_err(text),
+            };
+            assert!(error.contains(want), "{text}: {error}");
+        };
+        refuse(
+            "{ dist = \"lognormal\", median = 1, p99 = 5, sigma = 1 }",
+            "either p99 or sigma",
+        );
+        refuse(
+            "{ dist = \"lognormal\", median = 1 }",
+            "either p99 or sigma",
+        );
+        refuse(
+            "{ dist = \"lognormal\", median = 10, p99 = 5 }",
+            "p99 > median",
+        );
+        refuse(
+            "{ dist = \"pareto\", scale = 10, shape = 0 }",
+            "mix[0] (v).duration: pareto needs scale > 0 and shape > 0",
+        );
+        refuse(
+            "{ dist = \"weibull\", scale = -1, shape = 2 }",
+            "weibull needs scale > 0",
+        );
+        refuse(
+            "{ dist = \"normal\", mean = -5, stddev = 1 }",
+            "normal needs mean >= 0",
+        );
+        refuse(
+            "{ dist = \"normal\", mean = 5, sd = 1 }",
+            "unknown field `sd`",
+        );
+        refuse(
+            "{ dist = \"pareto\", scale = 1, shape = 2, min = 5, max = 4 }",
+            "duration.max: must be a number >= min",
+        );
+        refuse(
+            "{ dist = \"exponential\", mean = 1, min = -1 }",
+            "duration.min: must be a number >= 0",
+        );
+        refuse(
+            "{ dist = \"uniform\", min = 3, max = 2 }",
+            "uniform needs 0 <= min <= max",
+        );
+        refuse("{ dist = \"gamma\", shape = 2 }", "unknown variant `gamma`");
+        refuse(
+            "{ dist = \"empirical\", file = \"x.csv\" }",
+            "were not read",
+        );
+    }
+
+    const VOICE: &str =
+        "schema = 1\nname = \"e\"\nduration = \"10s\"\n[load]\nconcurrent_sessions = 1\n\
+                         [[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\ninterval = \"30s\"\n";
+
+    #[test]
+    fn empirical_values_come_from_a_csv_beside_the_scenario() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("data")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("data/calls.csv"),
+            "call,seconds\n# a comment\n\na,30\nb,\"2m\"\nc,90 # trailing comment\n",
+        )
+        .expect("write");
+        let scenario_path = dir.path().join("s.toml");
+        let text = format!(
+            "{VOICE}duration = {{ dist = \"empirical\", file = \"data/calls.csv\", column = 2, max = 100 }}\n"
+        );
+        let scenario = Scenario::parse(&text, &scenario_path).expect("valid");
+        let dist = scenario.mix[0].duration.as_ref().expect("duration");
+        let Dist::Empirical { values, .. } = dist else {
+            panic!("{dist:?}")
+        };
+        assert_eq!(*values.0, vec![30.0, 120.0, 90.0]);
+        // The mean of the clamped values, exactly.
+        assert!((dist.mean() - (30.0 + 100.0 + 90.0) / 3.0).abs() < 1e-9);
+        let draws = draws(dist, 3000);
+        assert!(draws.iter().all(|d| [30.0, 90.0, 100.0].contains(d)));
+        assert!(draws.contains(&30.0) && draws.contains(&100.0));
+
+        // Errors name the scenario, the key, the CSV file and the line.
+        std::fs::write(dir.path().join("data/bad.csv"), "seconds\n30\n40\nforty\n").expect("write");
+        let text =
+            format!("{VOICE}duration = {{ dist = \"empirical\", file = \"data/bad.csv\" }}\n");
+        let error = Scenario::parse(&text, &scenario_path).expect_err("bad value");
+        for part in [
+            "s.toml",
+            "mix[0] (v).duration",
+            "bad.csv line 4",
+            "\"forty\"",
+        ] {
+            assert!(error.contains(part), "{part}: {error}");
+        }
+        std::fs::write(dir.path().join("data/neg.csv"), "30\n-4\n").expect("write");
+        let text =
+            format!("{VOICE}duration = {{ dist = \"empirical\", file = \"data/neg.csv\" }}\n");
+        let error = Scenario::parse(&text, &scenario_path).expect_err("negative");
+        assert!(
+            error.contains("neg.csv line 2") && error.contains("negative"),
+            "{error}"
+        );
+        let text =
+            format!("{VOICE}duration = {{ dist = \"empirical\", file = \"missing.csv\" }}\n");
+        let error = Scenario::parse(&text, &scenario_path).expect_err("missing");
+        assert!(error.contains("missing.csv"), "{error}");
+        std::fs::write(dir.path().join("data/empty.csv"), "seconds\n").expect("write");
+        let text =
+            format!("{VOICE}duration = {{ dist = \"empirical\", file = \"data/empty.csv\" }}\n");
+        let error = Scenario::parse(&text, &scenario_path).expect_err("empty");
+        assert!(error.contains("empty.csv: no values"), "{error}");
+    }
+
+    #[test]
+    fn events_are_read_and_checked() {
+        let path = Path::new("events.toml");
+        let with = |events: &str| {
+            Scenario::parse(
+                &format!("{VOICE}duration = {{ dist = \"constant\", value = 60 }}\n{events}"),
+                path,
+            )
+        };
+        let scenario = with(
+            "[[event]]\nat = \"5s\"\naction = \"set_weight\"\nnode = \"pdf0\"\nweight = 0\n\
+             [[event]]\nat = 2\naction = \"command\"\nrun = [\"sh\", \"-c\", \"echo it's me\"]\n\
+             [[event]]\nat = \"8s\"\naction = \"kill_node\"\nnode = \"pdf\"\n",
+        )
+        .expect("valid");
+        assert_eq!(scenario.events.len(), 3);
+        assert_eq!(scenario.events[0].at(), Some(Duration::from_secs(5)));
+        assert_eq!(
+            scenario.events[1].describe(),
+            "command sh -c 'echo it'\\''s me'"
+        );
+        let plan = scenario.plan();
+        assert!(plan.contains("event at 2.0 s: command"), "{plan}");
+        assert!(
+            plan.find("at 2.0 s") < plan.find("at 5.0 s"),
+            "sorted: {plan}"
+        );
+
+        let refuse = |events: &str, want: &[&str]| {
+            let error = with(events).expect_err(events);
+            for part in want {
+                assert!(error.contains(part), "{part}: {error}");
+            }
+        };
+        refuse(
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"blue-green\"\nbinary = \"target/release/pdf\"\n",
+            &["events.toml", "event[0] (upgrade)", "not implemented yet", "issue 7"],
+        );
+        refuse(
+            "[[event]]\nat = \"10s\"\naction = \"command\"\nrun = [\"true\"]\n",
+            &["event[0] (command).at", "never fire"],
+        );
+        refuse(
+            "[[event]]\nat = \"1s\"\naction = \"command\"\nrun = []\n",
+            &["event[0] (command).run"],
+        );
+        refuse(
+            "[[event]]\nat = \"1s\"\naction = \"set_weight\"\nnode = \"pdf1\"\nweight = 0\n",
+            &["event[0] (set_weight).node", "pdf0"],
+        );
+        refuse(
+            "[[event]]\nat = \"1s\"\naction = \"kill_node\"\nnode = \"gateway\"\n",
+            &["event[0] (kill_node).node", "\"pdf\""],
+        );
+        refuse(
+            "[[event]]\nat = \"1s\"\naction = \"reboot\"\n",
+            &["unknown variant `reboot`"],
+        );
+        refuse(
+            "[[event]]\nat = \"1s\"\naction = \"set_weight\"\nnode = \"pdf0\"\nweigth = 0\n",
+            &["weigth"],
+        );
+        refuse(
+            "[topology]\nspawn = false\ngateway = \"127.0.0.1:1\"\npdf_admin = \"127.0.0.1:2\"\n\
+             [[event]]\nat = \"1s\"\naction = \"kill_node\"\nnode = \"pdf\"\n",
+            &["kill_node", "spawn = true"],
+        );
+        refuse(
+            "[topology]\nspawn = false\ngateway = \"127.0.0.1:1\"\npdf_admin = \"127.0.0.1:2\"\n\
+             [[event]]\nat = \"1s\"\naction = \"set_weight\"\nnode = \"a\"\nweight = 2\n",
+            &["gateway_admin"],
+        );
     }
 }
