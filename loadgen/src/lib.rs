@@ -4,6 +4,7 @@
 //!
 //! - [`scenario`]: the file format and its validation;
 //! - [`run`]: processes, sessions, measurements, the books check;
+//! - [`progress`]: the live progress bar (or plain lines) on stderr;
 //! - [`report`]: the terminal summary, summary.json and the thresholds;
 //! - [`html`]: report.html, the page with tables and plots;
 //! - [`compare`]: `loadgen compare`, several runs side by side;
@@ -14,6 +15,7 @@
 pub mod compare;
 pub mod html;
 pub mod merge;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -27,6 +27,7 @@ use protocol::result_code::ResultCode;
 use protocol::transport::{Client, ClientOptions, Connection, Handler, Incoming};
 use smallvec::smallvec;
 
+use crate::progress::Progress;
 use crate::report::{Outcomes, Report, StepReport};
 use crate::scenario::{Kind, Scenario};
 use crate::shard::Shard;
@@ -331,7 +332,13 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     let deadline = started + scenario.duration.0;
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let progress = tokio::spawn(report_progress(stats.clone(), started, scenario.duration.0));
+    let progress = Progress::for_stderr(scenario.duration.0);
+    let ticker = tokio::spawn(report_progress(
+        stats.clone(),
+        started,
+        scenario.duration.0,
+        progress.clone(),
+    ));
 
     let mut tasks = Vec::new();
     let ramp = scenario.load.ramp.map_or(Duration::ZERO, |r| r.0);
@@ -401,8 +408,9 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
         task.await.context("a session task panicked")?;
     }
     stop.store(true, Ordering::Relaxed);
-    progress.abort();
+    ticker.abort();
     let elapsed = started.elapsed();
+    progress.finish();
 
     let books = check_books(pdf_admin, &stats, &scenario.population, shard).await;
     for client in clients {
@@ -776,8 +784,8 @@ pub struct Second {
     pub max_us: u64,
 }
 
-/// Every second: a timeline row; every two: one status line on stderr.
-async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration) {
+/// Every second: a timeline row, and the progress display.
+async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration, progress: Progress) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let (mut last_answered, mut last_failed) = (0, 0);
@@ -813,18 +821,7 @@ async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration) {
             p99_us: p99,
             max_us: max,
         };
-        if second % 2 == 0 {
-            eprintln!(
-                "[{:>5.0}s/{:.0}s] {:>8} req/s  live sessions {:>7}  p99 {:>7.2} ms  failed {}  lost {}",
-                started.elapsed().as_secs_f64(),
-                total.as_secs_f64(),
-                row.answered,
-                row.live_sessions,
-                row.p99_us as f64 / 1000.0,
-                failed,
-                row.lost_sessions
-            );
-        }
+        progress.second(&row, started.elapsed(), total, failed);
         stats
             .timeline
             .lock()
