@@ -88,8 +88,31 @@ pub(crate) enum Scale {
     Log,
 }
 
+/// A vertical line across a chart at `x` (a timeline event), with a short label.
+#[derive(Clone, Debug)]
+pub(crate) struct Marker {
+    /// Seconds since traffic started.
+    pub x: f64,
+    /// The label drawn beside the line's top.
+    pub label: String,
+}
+
+/// The colour of event markers.
+const MARKER: RGBColor = RGBColor(110, 60, 160);
+
 /// A line chart as an inline `<svg>` element (or a note saying why there is none).
 pub(crate) fn line_chart(title: &str, y_desc: &str, series: &[Series], scale: Scale) -> String {
+    line_chart_marked(title, y_desc, series, scale, &[])
+}
+
+/// A line chart with event markers (vertical lines).
+pub(crate) fn line_chart_marked(
+    title: &str,
+    y_desc: &str,
+    series: &[Series],
+    scale: Scale,
+    markers: &[Marker],
+) -> String {
     let log_y = scale == Scale::Log;
     let finite = |y: f64| y.is_finite() && (!log_y || y > 0.0);
     let points = || {
@@ -107,12 +130,19 @@ pub(crate) fn line_chart(title: &str, y_desc: &str, series: &[Series], scale: Sc
     let x_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(markers.iter().map(|m| m.x.ceil()))
         .fold(1.0f64, f64::max);
     let y_max = points().map(|p| p.1).fold(0.0f64, f64::max);
     let result = if log_y {
         let y_min = points().map(|p| p.1).fold(f64::INFINITY, f64::min);
         let (lo, hi) = (y_min / 1.5, (y_max * 1.5).max(y_min * 2.0));
-        draw_chart(title, y_desc, series, x_max, (lo..hi).log_scale(), true, 12)
+        let frame = Frame {
+            x_max,
+            y: (lo, hi),
+            log_y: true,
+            y_labels: 12,
+        };
+        draw_chart(title, y_desc, series, markers, frame, (lo..hi).log_scale())
     } else {
         let hi = match scale {
             Scale::Count => (y_max * 1.1).max(5.0).ceil(),
@@ -124,7 +154,13 @@ pub(crate) fn line_chart(title: &str, y_desc: &str, series: &[Series], scale: Sc
             Scale::Count => (hi as usize + 1).clamp(2, 10),
             _ => 10,
         };
-        draw_chart(title, y_desc, series, x_max, 0.0..hi, false, labels)
+        let frame = Frame {
+            x_max,
+            y: (0.0, hi),
+            log_y: false,
+            y_labels: labels,
+        };
+        draw_chart(title, y_desc, series, markers, frame, 0.0..hi)
     };
     match result {
         Ok(svg) => format!("<div class=\"plot\">{svg}</div>\n"),
@@ -163,20 +199,34 @@ fn leading_digit(value: f64) -> Option<u32> {
     ((mantissa - digit).abs() < 1e-6).then_some(digit as u32)
 }
 
+/// A chart's axes: x from 0 to `x_max`, y over `y` (the same range as the coordinate
+/// specification passed beside it).
+struct Frame {
+    x_max: f64,
+    y: (f64, f64),
+    log_y: bool,
+    y_labels: usize,
+}
+
 fn draw_chart<Y>(
     title: &str,
     y_desc: &str,
     series: &[Series],
-    x_max: f64,
+    markers: &[Marker],
+    frame: Frame,
     y_range: Y,
-    log_y: bool,
-    y_labels: usize,
 ) -> Result<String, String>
 where
     Y: plotters::coord::ranged1d::AsRangedCoord<Value = f64>,
     Y::CoordDescType: plotters::coord::ranged1d::ValueFormatter<f64>,
 {
     let err = |e: &dyn std::fmt::Display| e.to_string();
+    let Frame {
+        x_max,
+        y: (y_lo, y_hi),
+        log_y,
+        y_labels,
+    } = frame;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1000, 320)).into_drawing_area();
@@ -210,6 +260,26 @@ where
             .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(|e| err(&e))?;
+        for marker in markers {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(marker.x, y_lo), (marker.x, y_hi)],
+                    6,
+                    4,
+                    ShapeStyle::from(&MARKER).stroke_width(2),
+                ))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(std::iter::once(
+                    EmptyElement::at((marker.x, y_hi))
+                        + Text::new(
+                            marker.label.clone(),
+                            (4, 4),
+                            ("sans-serif", 12).into_font().color(&MARKER),
+                        ),
+                ))
+                .map_err(|e| err(&e))?;
+        }
         for line in series {
             let color = line.color;
             let style = ShapeStyle::from(&color).stroke_width(2);
@@ -304,8 +374,8 @@ fn pass_fail(passed: bool) -> &'static str {
 
 /// What the page does not plot, and why (the footer says so, so no one looks for it).
 pub(crate) const NOT_PLOTTED: &str = "<p>Not plotted yet:</p>\n<ul>\n\
-<li>Event markers (upgrade, node kill, weight change, command): the scenario format has no \
-timeline events yet, so a run records none.</li>\n\
+<li>Thresholds scoped to an event window: thresholds cover the whole run; the event markers \
+only show when each event fired.</li>\n\
 <li>Live sessions per PDF node: the timeline counts live sessions in total only; the \
 loadgen does not yet learn which PDF node holds a session.</li>\n\
 <li>Sessions ended by charging decisions over time: the timeline records only sessions lost \
@@ -465,8 +535,41 @@ pub fn render(report: &Report) -> String {
         }
     );
 
+    let markers: Vec<Marker> = report
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Marker {
+            x: e.fired_s,
+            label: format!("E{} {}", i + 1, e.action),
+        })
+        .collect();
+    if !report.events.is_empty() {
+        page += "<h2>Events</h2>\n<table>\n<tr><th></th><th>at (s)</th><th>fired (s)</th>\
+                 <th>event</th><th>outcome</th><th>detail</th></tr>\n";
+        for (marker, event) in markers.iter().zip(&report.events) {
+            let _ = writeln!(
+                page,
+                "<tr><th>{}</th><td class=\"n\">{:.1}</td><td class=\"n\">{:.2}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
+                escape(marker.label.split(' ').next().unwrap_or_default()),
+                event.at_s,
+                event.fired_s,
+                escape(&event.description),
+                if event.ok() {
+                    "<span class=\"pass\">ok</span>".to_owned()
+                } else {
+                    format!("<span class=\"fail\">{}</span>", escape(&event.outcome))
+                },
+                escape(&event.detail),
+            );
+        }
+        page += "</table>\n<p class=\"note\">Each event is a dashed vertical line on the plots \
+                 below, at the second it fired.</p>\n";
+    }
+
     page += "<h2>Timeline</h2>\n";
-    page += &timeline_plots(&report.timeline);
+    page += &timeline_plots(&report.timeline, &markers);
 
     let _ = write!(
         page,
@@ -477,9 +580,9 @@ pub fn render(report: &Report) -> String {
     page
 }
 
-fn timeline_plots(timeline: &[Second]) -> String {
+fn timeline_plots(timeline: &[Second], markers: &[Marker]) -> String {
     let mut plots = String::new();
-    plots += &line_chart(
+    plots += &line_chart_marked(
         "Throughput per second",
         "requests/s",
         &[
@@ -495,6 +598,7 @@ fn timeline_plots(timeline: &[Second]) -> String {
             },
         ],
         Scale::Count,
+        markers,
     );
     let latency = [
         ("p50", PALETTE[2], 0usize),
@@ -515,13 +619,14 @@ fn timeline_plots(timeline: &[Second]) -> String {
         })
         .collect();
     let scale = latency_scale(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-    plots += &line_chart(
+    plots += &line_chart_marked(
         "Latency per second (scheduled, from the intended send time)",
         "ms",
         &series,
         scale,
+        markers,
     );
-    plots += &line_chart(
+    plots += &line_chart_marked(
         "Live sessions",
         "sessions",
         &[Series {
@@ -530,8 +635,9 @@ fn timeline_plots(timeline: &[Second]) -> String {
             points: timeline_points(timeline, |r| r.live_sessions as f64),
         }],
         Scale::Count,
+        markers,
     );
-    plots += &line_chart(
+    plots += &line_chart_marked(
         "Sessions lost to the infrastructure (cut), cumulative",
         "sessions",
         &[Series {
@@ -540,6 +646,7 @@ fn timeline_plots(timeline: &[Second]) -> String {
             points: timeline_points(timeline, |r| r.lost_sessions as f64),
         }],
         Scale::Count,
+        markers,
     );
     plots
 }
@@ -646,11 +753,55 @@ mod tests {
             "1.50",
             "Not plotted yet",
             "per PDF node",
-            "Event markers",
+            "Thresholds scoped to an event window",
         ] {
             assert!(page.contains(text), "{text} missing");
         }
         assert!(page.contains("badge fail"));
+    }
+
+    #[test]
+    fn events_are_listed_and_marked_on_every_plot() {
+        let mut report = sample_report("events", 1500, 0);
+        assert!(
+            !render(&report).contains("<h2>Events</h2>"),
+            "no events, no section"
+        );
+        let event = |fired_s: f64, action: &str, description: &str, outcome: &str| {
+            crate::events::EventRecord {
+                at_s: fired_s.floor(),
+                fired_s,
+                action: action.into(),
+                description: description.into(),
+                outcome: outcome.into(),
+                detail: "HTTP 200 {\"weight\":0}".into(),
+                exit_status: None,
+                took_s: 0.01,
+            }
+        };
+        report.events = vec![
+            event(2.004, "set_weight", "set_weight pdf0 = 0", "ok"),
+            event(4.5, "command", "command sh -c 'exit 3' <&>", "failed"),
+        ];
+        let page = render(&report);
+        for text in [
+            "<h2>Events</h2>",
+            "<th>E1</th>",
+            "set_weight pdf0 = 0",
+            "2.00",
+            "command sh -c &#39;exit 3&#39; &lt;&amp;&gt;",
+            "<span class=\"fail\">failed</span>",
+            "HTTP 200 {&quot;weight&quot;:0}",
+            "dashed vertical line",
+        ] {
+            assert!(page.contains(text), "{text} missing");
+        }
+        // A labelled marker on each of the four plots.
+        assert_eq!(page.matches("E1 set_weight").count(), 4, "{page}");
+        assert_eq!(page.matches("E2 command").count(), 4);
+        // An event after the last timeline row widens the x axis rather than vanishing.
+        report.events[1].fired_s = 9.5;
+        assert_eq!(render(&report).matches("E2 command").count(), 4);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! - [`scenario`]: the file format and its validation;
 //! - [`run`]: processes, sessions, measurements, the books check;
+//! - [`events`]: timeline events (kill a node, set a weight, run a command), fired and recorded;
 //! - [`progress`]: the live progress bar (or plain lines) on stderr;
 //! - [`report`]: the terminal summary, summary.json and the thresholds;
 //! - [`html`]: report.html, the page with tables and plots;
@@ -13,6 +14,7 @@
 //! - [`schema`]: `loadgen schema`, the JSON Schema of the scenario format.
 
 pub mod compare;
+pub mod events;
 pub mod html;
 pub mod merge;
 pub mod progress;

@@ -267,7 +267,28 @@ pub fn merge(inputs: &[(String, Report)]) -> Result<Report, String> {
         scenario_digest: first.scenario_digest.clone(),
         slo: first.slo.clone(),
         loadgen_behind_hist: encode_histogram(&behind),
+        events: merge_events(&reports),
     })
+}
+
+/// Every shard's events, in the order they fired (with spawn = true each shard fires them on
+/// its own processes; with spawn = false only shard 0 does).
+fn merge_events(reports: &[(&str, &Report)]) -> Vec<crate::events::EventRecord> {
+    let mut events: Vec<_> = reports
+        .iter()
+        .flat_map(|(_, r)| {
+            let shard = r.shard.unwrap_or(crate::shard::Shard::WHOLE);
+            r.events.iter().map(move |e| {
+                let mut e = e.clone();
+                if shard.is_partial() {
+                    e.description = format!("{} (shard {shard})", e.description);
+                }
+                e
+            })
+        })
+        .collect();
+    events.sort_by(|a, b| a.fired_s.total_cmp(&b.fired_s));
+    events
 }
 
 /// Each shard checked the accounts it owns: the sums cover each account once.
@@ -468,6 +489,16 @@ mod tests {
                 ..Default::default()
             },
             loadgen_behind_hist: encode_histogram(&histogram([5, 10])),
+            events: vec![crate::events::EventRecord {
+                at_s: 2.0,
+                fired_s: 2.0 + f64::from(count - index) / 100.0,
+                action: "set_weight".into(),
+                description: "set_weight pdf0 = 0".into(),
+                outcome: "ok".into(),
+                detail: "HTTP 200".into(),
+                exit_status: None,
+                took_s: 0.001,
+            }],
         }
     }
 
@@ -527,6 +558,19 @@ mod tests {
         assert_eq!(merged.loadgen_behind_us.1, histogram([5, 10, 5, 10]).max());
         assert_eq!(merged.merged.as_ref().map(|m| m.shards), Some(2));
         assert!(merged.shard.is_none());
+        // Each shard's events, in the order they fired, named by shard.
+        let events: Vec<&str> = merged
+            .events
+            .iter()
+            .map(|e| e.description.as_str())
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "set_weight pdf0 = 0 (shard 1/2)",
+                "set_weight pdf0 = 0 (shard 0/2)"
+            ]
+        );
 
         // Thresholds judged again on the merged figures: 2 dropped <= 2, but the slow
         // shard's latency breaks the 40 ms p99 the fast one alone would pass.

@@ -170,6 +170,9 @@ pub struct Report {
     /// The `loadgen_behind_us` histogram (HdrHistogram V2 + deflate, base64).
     #[serde(default)]
     pub loadgen_behind_hist: String,
+    /// The timeline events that fired: when and with what outcome (none in older reports).
+    #[serde(default)]
+    pub events: Vec<crate::events::EventRecord>,
 }
 
 impl Report {
@@ -251,6 +254,18 @@ impl Report {
         for example in &books.examples {
             text += &format!("  {example}\n");
         }
+        if !self.events.is_empty() {
+            text += "events:\n";
+            for event in &self.events {
+                text += &format!(
+                    "  at {:>6.1} s  {:<6}  {}: {}\n",
+                    event.fired_s,
+                    if event.ok() { "ok" } else { "FAILED" },
+                    event.description,
+                    event.detail
+                );
+            }
+        }
         for verdict in &self.thresholds {
             text += &format!(
                 "threshold {:<18} limit {:<10} measured {:<10} {}\n",
@@ -293,6 +308,7 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
         scenario_digest: crate::shard::scenario_digest(scenario),
         slo: scenario.slo.clone(),
         loadgen_behind_hist: crate::merge::encode_histogram(&stats.behind_histogram()),
+        events: Vec::new(),
     }
 }
 

@@ -206,22 +206,46 @@ fn population_toml(spec: &PopulationSpec) -> String {
     )
 }
 
-/// A minimal HTTP GET (the admin ports speak HTTP/1.1).
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+/// A minimal HTTP/1.1 request to an admin port (`Connection: close`, a JSON body if any);
+/// returns the status code and the body.
+pub(crate) fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .with_context(|| format!("{method} http://{addr}{path}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(body) = body {
+        request += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+    } else {
+        request += "\r\n";
+    }
+    stream.write_all(request.as_bytes())?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("{method} {path}: not an HTTP answer: {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// A GET that must answer 200; returns the body.
+fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let (status, body) = http(addr, "GET", path, None)?;
+    if status != 200 {
+        bail!("GET {path}: HTTP {status}");
     }
-    Ok(body.to_owned())
+    Ok(body)
 }
 
 /// Runs the scenario; returns the report.
@@ -234,6 +258,11 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     let load = shard.load(&scenario.load);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut processes = Vec::new();
+    let mut targets = crate::events::Targets {
+        dir: scenario.base.clone(),
+        out: out.to_path_buf(),
+        ..Default::default()
+    };
     let (gateway_addr, pdf_admin) = if scenario.topology.spawn {
         let dir = std::env::current_exe()?
             .parent()
@@ -253,6 +282,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
         .to_vec();
         let (pdf, pdf_addr, pdf_admin) =
             spawn("pdf", &dir.join("pdf"), &pdf_args, &out.join("pdf.log"))?;
+        targets.pdf_pid = Some(pdf.child.id());
         processes.push(pdf);
         let gateway_args: Vec<String> = vec![
             "--listen".into(),
@@ -266,20 +296,24 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
             "--policy".into(),
             scenario.topology.policy.clone(),
         ];
-        let (gateway, gateway_addr, _) = spawn(
+        let (gateway, gateway_addr, gateway_admin) = spawn(
             "gateway",
             &dir.join("gateway"),
             &gateway_args,
             &out.join("gateway.log"),
         )?;
         processes.push(gateway);
+        targets.gateway_admin = Some(gateway_admin);
         (gateway_addr, pdf_admin)
     } else {
+        targets.gateway_admin = scenario.topology.gateway_admin;
         (
             scenario.topology.gateway.context("topology.gateway")?,
             scenario.topology.pdf_admin.context("topology.pdf_admin")?,
         )
     };
+    targets.gateway = Some(gateway_addr);
+    targets.pdf_admin = Some(pdf_admin);
 
     let inbox = Arc::new(AsrInbox::default());
     let mut connections = Vec::new();
@@ -337,6 +371,19 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
         stats.clone(),
         started,
         scenario.duration.0,
+        progress.clone(),
+    ));
+    // Events act on shared processes once: with spawn = false only shard 0 fires them.
+    let fire_events = scenario.topology.spawn || shard.index == 0;
+    let events = tokio::spawn(crate::events::run(
+        if fire_events {
+            scenario.events.clone()
+        } else {
+            Vec::new()
+        },
+        started,
+        deadline,
+        targets,
         progress.clone(),
     ));
 
@@ -411,6 +458,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     ticker.abort();
     let elapsed = started.elapsed();
     progress.finish();
+    let events = events.await.context("the events task panicked")?;
 
     let books = check_books(pdf_admin, &stats, &scenario.population, shard).await;
     for client in clients {
@@ -421,6 +469,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     drop(processes);
     let mut report = crate::report::build(&scenario, &stats, elapsed, books);
     report.shard = Some(shard);
+    report.events = events;
     Ok(report)
 }
 

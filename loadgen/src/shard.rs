@@ -165,7 +165,7 @@ impl FromStr for Shard {
 /// its topology (shards may reach different gateways), as 16 hex digits (FNV-1a 64 of its
 /// `Debug` form, so stable for one loadgen version).
 pub fn scenario_digest(scenario: &Scenario) -> String {
-    let text = format!(
+    let mut text = format!(
         "{:?}|{}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}",
         scenario.schema,
         scenario.name,
@@ -177,6 +177,11 @@ pub fn scenario_digest(scenario: &Scenario) -> String {
         scenario.load,
         scenario.slo
     );
+    // Events only when there are some: the digests of scenarios without events stay as
+    // they were.
+    if !scenario.events.is_empty() {
+        text += &format!("|{:?}", scenario.events);
+    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {
         hash ^= u64::from(byte);

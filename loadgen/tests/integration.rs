@@ -1,7 +1,9 @@
-//! The real `loadgen` binary runs the shipped CI scenario end to end (it starts the real
+//! The real `loadgen` binary runs the shipped CI scenarios end to end (it starts the real
 //! `pdf` and `gateway` from its own directory), and refuses broken scenarios clearly.
 
-use std::process::Command;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::{Mutex, OnceLock};
 
 const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
 
@@ -9,35 +11,102 @@ fn scenario(name: &str) -> String {
     format!("{}/../scenarios/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A `loadgen run` started in the background, its output in files beside its `--out`.
+struct Run(Mutex<Option<(Child, tempfile::TempDir)>>);
+
+/// A finished run; its directory goes when it is dropped.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Finished {
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+}
+
+impl Run {
+    fn start(args: &[&str]) -> Run {
+        let dir = tempfile::Builder::new()
+            .prefix("loadgen-run-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("tempdir");
+        let file = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log");
+        let child = Command::new(LOADGEN)
+            .args(args)
+            .arg("--out")
+            .arg(dir.path().join("out"))
+            .stdout(file("stdout"))
+            .stderr(file("stderr"))
+            .spawn()
+            .expect("run loadgen");
+        Run(Mutex::new(Some((child, dir))))
+    }
+
+    /// Waits for the run (each run is finished by one test).
+    fn finish(&self) -> Finished {
+        let (mut child, dir) = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .expect("each run is finished once");
+        let status = child.wait().expect("wait");
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect("log");
+        Finished {
+            status,
+            stdout: read("stdout"),
+            stderr: read("stderr"),
+            dir,
+        }
+    }
+}
+
+/// The runs with seconds of traffic. They mostly wait on the clock, and the test harness runs
+/// only as many tests at once as there are cores, so they all start together the first time
+/// a test needs one (a filtered test run starts them all the same).
+struct Runs {
+    smoke: Run,
+    events: Run,
+    shards: [Run; 2],
+}
+
+fn runs() -> &'static Runs {
+    static RUNS: OnceLock<Runs> = OnceLock::new();
+    RUNS.get_or_init(|| {
+        let dir = std::path::Path::new(LOADGEN).parent().expect("target dir");
+        for binary in ["pdf", "gateway"] {
+            assert!(
+                dir.join(binary).exists(),
+                "{binary} is not built beside the loadgen: run cargo build --workspace"
+            );
+        }
+        let smoke = scenario("ci-smoke.toml");
+        Runs {
+            smoke: Run::start(&["run", &smoke]),
+            events: Run::start(&["run", &scenario("ci-events.toml")]),
+            // Each shard spawns its own pdf and gateway (each pdf holds the whole
+            // population; each shard charges and checks only the accounts it owns).
+            shards: [0, 1].map(|i| Run::start(&["run", &smoke, "--shard", &format!("{i}/2")])),
+        }
+    })
+}
+
 #[test]
 fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
-    let dir = std::path::Path::new(LOADGEN).parent().expect("target dir");
-    for binary in ["pdf", "gateway"] {
-        assert!(
-            dir.join(binary).exists(),
-            "{binary} is not built beside the loadgen: run cargo build --workspace"
-        );
-    }
-    let out = tempfile::tempdir().expect("tempdir");
-    let output = Command::new(LOADGEN)
-        .args([
-            "run",
-            &scenario("ci-smoke.toml"),
-            "--out",
-            &out.path().display().to_string(),
-        ])
-        .output()
-        .expect("run loadgen");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let run = runs().smoke.finish();
+    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
     assert_eq!(
-        output.status.code(),
+        run.status.code(),
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(stdout.contains("RESULT: pass"), "{stdout}");
     let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.path().join("summary.json")).expect("summary.json"),
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
     )
     .expect("JSON");
     assert_eq!(report["report_version"], 1);
@@ -58,13 +127,13 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
     );
 
     // The HTML report beside summary.json, and `loadgen compare` on the same run (twice).
-    let page = std::fs::read_to_string(out.path().join("report.html")).expect("report.html");
+    let page = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(page.contains("<svg"), "report.html has no plot");
     assert!(page.contains("ci-smoke") && page.contains("Thresholds"));
-    let summary = out.path().join("summary.json").display().to_string();
+    let summary = out.join("summary.json").display().to_string();
     let output = Command::new(LOADGEN)
         .args(["compare", &summary, &summary, "--out"])
-        .arg(out.path())
+        .arg(&out)
         .output()
         .expect("run loadgen compare");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -88,7 +157,7 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
             .any(|l| l.starts_with("result") && l.matches("pass").count() == 2),
         "{stdout}"
     );
-    let page = std::fs::read_to_string(out.path().join("compare.html")).expect("compare.html");
+    let page = std::fs::read_to_string(out.join("compare.html")).expect("compare.html");
     assert!(page.contains("<svg"));
     let output = Command::new(LOADGEN)
         .args(["compare", &summary, "no-such-summary.json"])
@@ -106,7 +175,11 @@ fn broken_scenarios_exit_2_naming_file_and_key() {
         ("schema.toml", "schema = 2\nname = \"x\"\nduration = \"1s\"\nmix = []\n[load]\nconcurrent_sessions = 1\n", "schema"),
         ("duration.toml", "schema = 1\nname = \"x\"\nduration = \"2 fortnights\"\nmix = []\n[load]\nconcurrent_sessions = 1\n", "duration"),
         ("interval.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"constant\", value = \"1m\" }\n[load]\nconcurrent_sessions = 3\n", "mix[0] (v).interval"),
+        ("upgrade.toml", "schema = 1\nname = \"x\"\nduration = \"10s\"\n[[mix]]\nname = \"s\"\nkind = \"event\"\nweight = 1\n[load]\nconcurrent_sessions = 3\n[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"drain\"\n", "event[0] (upgrade): action = \"upgrade\" is not implemented yet: the upgrade strategies"),
+        ("pareto.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"pareto\", scale = \"1m\", shape = -1 }\ninterval = \"30s\"\n[load]\nconcurrent_sessions = 3\n", "mix[0] (v).duration: pareto needs scale > 0 and shape > 0"),
+        ("csv.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"empirical\", file = \"lengths.csv\" }\ninterval = \"30s\"\n[load]\nconcurrent_sessions = 3\n", "lengths.csv line 3"),
     ];
+    std::fs::write(dir.path().join("lengths.csv"), "seconds\n60\nsixty\n").expect("write");
     for (file, text, key) in cases {
         let path = dir.path().join(file);
         std::fs::write(&path, text).expect("write");
@@ -130,39 +203,18 @@ fn broken_scenarios_exit_2_naming_file_and_key() {
 
 #[test]
 fn two_shards_merge_to_the_sums_of_their_reports() {
-    // Each shard spawns its own pdf and gateway (each pdf holds the whole population; each
-    // shard charges and checks only the accounts it owns).
     let dir = tempfile::tempdir().expect("tempdir");
-    let shards: Vec<_> = (0..2)
-        .map(|i| {
-            let out = dir.path().join(format!("s{i}"));
-            let child = Command::new(LOADGEN)
-                .args([
-                    "run",
-                    &scenario("ci-smoke.toml"),
-                    "--shard",
-                    &format!("{i}/2"),
-                    "--out",
-                    &out.display().to_string(),
-                ])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .expect("run loadgen");
-            (out, child)
-        })
-        .collect();
+    let shards: Vec<Finished> = runs().shards.iter().map(Run::finish).collect();
     let mut reports = Vec::new();
-    for (out, child) in shards {
-        let output = child.wait_with_output().expect("wait");
+    for run in &shards {
         assert_eq!(
-            output.status.code(),
+            run.status.code(),
             Some(0),
             "stdout:\n{}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
+            run.stdout,
+            run.stderr
         );
-        let path = out.join("summary.json");
+        let path = run.out().join("summary.json");
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).expect("summary.json"))
                 .expect("JSON");
@@ -319,4 +371,83 @@ fn a_shard_without_sessions_is_refused() {
         .output()
         .expect("run");
     assert_eq!(output.status.code(), Some(2), "{output:?}");
+}
+
+#[test]
+fn a_set_weight_event_turns_new_sessions_away_and_is_recorded() {
+    // ci-events: at 2.5 s the only PDF node gets weight 0, so new STARTs are answered 3004
+    // from then on; the sessions already placed go on (none is lost).
+    let run = runs().events.finish();
+    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+
+    let events = report["events"].as_array().expect("events");
+    assert_eq!(events.len(), 2, "{report}");
+    let weight = &events[0];
+    assert_eq!(weight["action"], "set_weight");
+    assert_eq!(weight["outcome"], "ok", "{weight}");
+    assert_eq!(weight["at_s"], 2.5);
+    let fired = weight["fired_s"].as_f64().expect("fired_s");
+    assert!((2.5..3.0).contains(&fired), "{weight}");
+    let command = &events[1];
+    assert_eq!(command["action"], "command");
+    assert_eq!(command["outcome"], "ok", "{command}");
+    assert_eq!(command["exit_status"], 0);
+    let log = std::fs::read_to_string(out.join("event-1.log")).expect("event-1.log");
+    assert!(log.starts_with("gateway admin 127.0.0.1:"), "{log}");
+
+    // START: accepted before the event, refused with 3004 (no PDF can take it) after it.
+    let start = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "START")
+        .expect("START");
+    let results = &start["results"];
+    assert!(results["2001"].as_u64().unwrap_or(0) > 100, "{start}");
+    assert!(results["3004"].as_u64().unwrap_or(0) > 100, "{start}");
+    // Per second: no failure in the seconds before the event, failures after it.
+    let timeline = report["timeline"].as_array().expect("timeline");
+    let failed = |keep: &dyn Fn(f64) -> bool| -> u64 {
+        timeline
+            .iter()
+            .filter(|r| keep(r["second"].as_f64().unwrap_or(0.0)))
+            .map(|r| r["failed"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(failed(&|second| second <= fired.floor()), 0, "{timeline:?}");
+    assert!(failed(&|second| second > fired) > 100, "{timeline:?}");
+    assert_eq!(
+        report["sessions"]["lost"],
+        serde_json::json!({}),
+        "{report}"
+    );
+    assert!(report["sessions"]["refused"].as_u64().unwrap_or(0) > 100);
+    assert_eq!(report["books"]["mismatches"], 0);
+
+    // The terminal summary lists the events; report.html marks them on its plots.
+    assert!(stdout.contains("events:"), "{stdout}");
+    assert!(
+        stdout.contains("ok      set_weight pdf0 = 0: HTTP 200"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("event at 2.5 s: set_weight pdf0 = 0: ok"),
+        "{stderr}"
+    );
+    let page = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(page.contains("<h2>Events</h2>"));
+    assert_eq!(
+        page.matches("E1 set_weight").count(),
+        4,
+        "a marker on each plot"
+    );
 }
