@@ -374,6 +374,52 @@ fn a_shard_without_sessions_is_refused() {
 }
 
 #[test]
+fn every_shipped_scenario_passes_check() {
+    let dir = format!("{}/../scenarios", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("scenarios/")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    for shipped in [
+        "quickstart.toml",
+        "ci-smoke.toml",
+        "ci-events.toml",
+        "busy-hour.toml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == shipped),
+            "{shipped} not in {names:?}"
+        );
+    }
+    for file in &files {
+        assert_eq!(
+            file.extension().and_then(|e| e.to_str()),
+            Some("toml"),
+            "{}: only scenario files belong directly in scenarios/ (data goes in scenarios/data/)",
+            file.display()
+        );
+        let output = Command::new(LOADGEN)
+            .arg("check")
+            .arg(file)
+            .output()
+            .expect("run loadgen check");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("scenario ok"),
+            "{}:\n{stdout}\n{}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
 fn a_set_weight_event_turns_new_sessions_away_and_is_recorded() {
     // ci-events: at 2.5 s the only PDF node gets weight 0, so new STARTs are answered 3004
     // from then on; the sessions already placed go on (none is lost).
