@@ -74,6 +74,8 @@ pub struct Targets {
     pub dir: PathBuf,
     /// The output directory (command logs).
     pub out: PathBuf,
+    /// The spawned pdf, for `upgrade` with `strategy = "restart"`.
+    pub pdf: Option<std::sync::Arc<crate::run::PdfProcess>>,
 }
 
 impl Targets {
@@ -162,6 +164,14 @@ pub async fn fire(
             )
             .await
         }
+        Event::Upgrade(_) if event.is_restart() => match targets.pdf.clone() {
+            Some(pdf) => match tokio::task::spawn_blocking(move || pdf.restart()).await {
+                Ok(Ok(detail)) => (true, detail, None),
+                Ok(Err(error)) => (false, format!("{error:#}"), None),
+                Err(error) => (false, error.to_string(), None),
+            },
+            None => (false, "no spawned pdf to restart".to_owned(), None),
+        },
         Event::Upgrade(_) => (false, "not implemented yet (issue 7)".to_owned(), None),
     };
     EventRecord {

@@ -141,6 +141,44 @@ impl Drop for Spawned {
     }
 }
 
+/// The spawned pdf, restartable by an `upgrade` event with `strategy = "restart"`.
+pub struct PdfProcess {
+    slot: Mutex<Option<Spawned>>,
+    binary: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl std::fmt::Debug for PdfProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PdfProcess({})", self.binary.display())
+    }
+}
+
+impl PdfProcess {
+    /// Stops the pdf with SIGTERM (it sends DPR REBOOTING to the gateway and closes its
+    /// journal) and starts it again on the same addresses and data directory. Blocking;
+    /// returns what happened, for the event's record.
+    pub fn restart(&self) -> anyhow::Result<String> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let stopping = Instant::now();
+        let old = slot.take().context("the pdf is not running")?;
+        let old_pid = old.child.id();
+        drop(old); // SIGTERM, then waits for the exit (killed after 10 s)
+        let stopped = stopping.elapsed();
+        let log = self.log.with_extension("restarted.log");
+        let (new, address, _) = spawn("pdf", &self.binary, &self.args, &log)?;
+        let detail = format!(
+            "pdf {old_pid} stopped in {} ms; pdf {} listening on {address} {} ms later",
+            stopped.as_millis(),
+            new.child.id(),
+            (stopping.elapsed() - stopped).as_millis()
+        );
+        *slot = Some(new);
+        Ok(detail)
+    }
+}
+
 /// Starts `binary` with `args`, its stderr into `log`; returns it and its addresses.
 fn spawn(
     name: &'static str,
@@ -258,6 +296,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     let load = shard.load(&scenario.load);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut processes = Vec::new();
+    let mut pdf_process: Option<Arc<PdfProcess>> = None;
     let mut targets = crate::events::Targets {
         dir: scenario.base.clone(),
         out: out.to_path_buf(),
@@ -270,7 +309,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
             .to_path_buf();
         let pdf_config = out.join("pdf.toml");
         std::fs::write(&pdf_config, population_toml(&scenario.population))?;
-        let pdf_args: Vec<String> = [
+        let mut pdf_args: Vec<String> = [
             "--config",
             &pdf_config.display().to_string(),
             "--listen",
@@ -280,10 +319,31 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
         ]
         .map(str::to_owned)
         .to_vec();
-        let (pdf, pdf_addr, pdf_admin) =
-            spawn("pdf", &dir.join("pdf"), &pdf_args, &out.join("pdf.log"))?;
+        let restarts = scenario
+            .events
+            .iter()
+            .any(crate::scenario::Event::is_restart);
+        if restarts {
+            // Balances must survive the restart: the journal in a fresh data directory.
+            let data = out.join("pdf-data");
+            let _ = std::fs::remove_dir_all(&data);
+            pdf_args.extend(["--data-dir".to_owned(), data.display().to_string()]);
+        }
+        let binary = dir.join("pdf");
+        let log = out.join("pdf.log");
+        let (pdf, pdf_addr, pdf_admin) = spawn("pdf", &binary, &pdf_args, &log)?;
         targets.pdf_pid = Some(pdf.child.id());
-        processes.push(pdf);
+        // A restart comes back on the same addresses.
+        pdf_args[3] = pdf_addr.to_string();
+        pdf_args[5] = pdf_admin.to_string();
+        let restartable = Arc::new(PdfProcess {
+            slot: Mutex::new(Some(pdf)),
+            binary,
+            args: pdf_args,
+            log,
+        });
+        targets.pdf = Some(restartable.clone());
+        pdf_process = Some(restartable);
         let gateway_args: Vec<String> = vec![
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -467,6 +527,9 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
             .await;
     }
     drop(processes);
+    if let Some(pdf) = pdf_process {
+        drop(pdf.slot.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
     let mut report = crate::report::build(&scenario, &stats, elapsed, books);
     report.shard = Some(shard);
     report.events = events;

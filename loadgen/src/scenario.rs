@@ -875,9 +875,10 @@ pub enum Event {
         /// The program and its arguments, like `["sh", "-c", "..."]`.
         run: Vec<String>,
     },
-    /// Upgrade the PDF: not implemented yet (the upgrade strategies are issue 7); the loadgen
-    /// refuses it, and so does this schema.
-    #[schemars(extend("not" = {}))]
+    /// Upgrade the PDF with a strategy. `strategy = "restart"` (stop the pdf with SIGTERM:
+    /// DPR REBOOTING; start it again on the same addresses and data directory) is
+    /// implemented; drain, hot and migrate are the upgrade issue's and are refused.
+    #[schemars(extend("properties" = {"strategy": {"const": "restart"}, "at": {"type": ["string", "number"]}}, "required" = ["strategy", "at"]))]
     Upgrade(BTreeMap<String, serde_json::Value>),
 }
 
@@ -888,8 +889,13 @@ impl Event {
             Event::KillNode { at, .. }
             | Event::SetWeight { at, .. }
             | Event::Command { at, .. } => Some(at.0),
-            Event::Upgrade(_) => None,
+            Event::Upgrade(fields) => restart_at(fields),
         }
+    }
+
+    /// Whether this is an implemented upgrade (`strategy = "restart"`).
+    pub fn is_restart(&self) -> bool {
+        matches!(self, Event::Upgrade(fields) if restart_at(fields).is_some())
     }
 
     /// The `action` key's value.
@@ -908,8 +914,26 @@ impl Event {
             Event::KillNode { node, .. } => format!("kill_node {node} (SIGKILL)"),
             Event::SetWeight { node, weight, .. } => format!("set_weight {node} = {weight}"),
             Event::Command { run, .. } => format!("command {}", shell_words(run)),
-            Event::Upgrade(_) => "upgrade".into(),
+            Event::Upgrade(fields) => match fields.get("strategy").and_then(|s| s.as_str()) {
+                Some(strategy) => format!("upgrade pdf ({strategy})"),
+                None => "upgrade".into(),
+            },
         }
+    }
+}
+
+/// The time of an `upgrade` event with `strategy = "restart"` and nothing else.
+fn restart_at(fields: &BTreeMap<String, serde_json::Value>) -> Option<Duration> {
+    if fields.get("strategy").and_then(|s| s.as_str()) != Some("restart") || fields.len() != 2 {
+        return None;
+    }
+    match fields.get("at")? {
+        serde_json::Value::String(text) => parse_duration(text).ok(),
+        serde_json::Value::Number(n) => n
+            .as_f64()
+            .filter(|s| *s >= 0.0 && s.is_finite())
+            .map(Duration::from_secs_f64),
+        _ => None,
     }
 }
 
@@ -1068,11 +1092,14 @@ impl Scenario {
         let key = format!("event[{i}] ({})", event.action());
         let Some(at) = event.at() else {
             return Err(format!(
-                "{key}: action = \"upgrade\" is not implemented yet: the upgrade strategies \
-                 (strategy, target binary and arguments) are issue 7; this loadgen's events are \
-                 kill_node, set_weight and command"
+                "{key}: action = \"upgrade\" is not implemented yet for this strategy: the \
+                 loadgen does strategy = \"restart\" (with `at` and nothing else); drain, hot and \
+                 migrate (strategy, target binary and arguments) are issue 7"
             ));
         };
+        if event.is_restart() && !self.topology.spawn {
+            return Err(format!("{key}: strategy = \"restart\" needs topology.spawn = true (the loadgen restarts the pdf it started)"));
+        }
         if at >= self.duration.0 {
             return Err(format!(
                 "{key}.at: {} s is not before the end of traffic (duration {} s): the event \
