@@ -755,7 +755,13 @@ impl Ctx {
                     charge(used);
                     break End::ChargedOut;
                 }
-                Some(ResultCode::UNKNOWN_SESSION_ID) => break End::Lost("unknown_session"),
+                Some(ResultCode::UNKNOWN_SESSION_ID) => {
+                    // The session is gone on the PDF side, but this record's usage may have
+                    // been charged before it went (a restarted PDF charged the original, then
+                    // forgot the session, and the gateway's re-send got 5002): unknown.
+                    uncertain();
+                    break End::Lost("unknown_session");
+                }
                 Some(ResultCode::TOO_BUSY) => {
                     uncertain();
                     break End::Lost("no_pdf");
