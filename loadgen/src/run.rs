@@ -723,9 +723,12 @@ impl Ctx {
                             )
                             .await
                         {
-                            Some(ResultCode::SUCCESS) => charge(used),
-                            Some(_) => {}
-                            None => uncertain(),
+                            Some(ResultCode::SUCCESS | ResultCode::CREDIT_LIMIT_REACHED) => {
+                                charge(used)
+                            }
+                            // Any other answer (3004 or 5002 around a pdf restart, say): the
+                            // pdf may have charged the STOP before the answer was lost.
+                            Some(_) | None => uncertain(),
                         }
                         break End::ChargedOut;
                     }

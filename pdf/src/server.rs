@@ -92,6 +92,17 @@ impl PdfHandler {
         for session_id in &decision.aborts {
             self.send_asr(session_id);
         }
+        if let Some((account, amount)) = decision.debit {
+            tracing::debug!(
+                session_id = ccr.session_id,
+                request_type = ?ccr.cc_request_type,
+                request_number = ccr.cc_request_number,
+                retransmit = message.header().flags.is_retransmit(),
+                account,
+                amount,
+                "debit"
+            );
+        }
         // A retransmission is answered as before, but not before the original's debit is on
         // disk: a zero record's commit comes after it in the journal's order.
         let commit = match decision.debit {
