@@ -294,16 +294,8 @@ impl Relay {
 
     async fn interim(self: &Arc<Self>, acr: &Acr<'_>, stop: bool) -> (ResultCode, Option<String>) {
         let key = AccessKey::of(acr.session_id);
-        let (
-            slot,
-            pin,
-            cc_number,
-            cc_connection,
-            request_number,
-            rating_group,
-            final_units,
-            record_number,
-        ) = {
+        // A copy: the table's lock is not held across the CCR's round trip.
+        let session = {
             let sessions = self.lock_sessions();
             let Some(slot) = sessions.find(key) else {
                 return (
@@ -311,19 +303,10 @@ impl Relay {
                     Some(format!("no session {}", acr.session_id)),
                 );
             };
-            let s = sessions.get(slot);
-            (
-                slot,
-                s.pin,
-                s.cc_number,
-                s.cc_connection,
-                s.cc_request_number,
-                s.rating_group,
-                s.final_units(),
-                s.record_number,
-            )
+            sessions.get(slot).clone()
         };
-        if acr.accounting_record_number == record_number {
+        let (pin, cc_number, final_units) = (session.pin, session.cc_number, session.final_units());
+        if acr.accounting_record_number == session.record_number {
             // A retransmitted record: already relayed.
             return (ResultCode::SUCCESS, None);
         }
@@ -337,8 +320,8 @@ impl Relay {
         } else {
             CcRequestType::UPDATE_REQUEST
         };
-        let session_id = self.cc_session_id(&node, cc_connection, cc_number);
-        let number = request_number + 1;
+        let session_id = self.cc_session_id(&node, session.cc_connection, cc_number);
+        let number = session.cc_request_number + 1;
         let ccr = Ccr {
             session_id: &session_id,
             origin_host: node.origin_host(pin.connection),
@@ -353,7 +336,7 @@ impl Relay {
             multiple_services_credit_control: smallvec![MultipleServicesCreditControl {
                 requested_service_unit: (!terminate).then(ServiceUnit::default),
                 used_service_units: acr.used_service_unit.clone().into_iter().collect(),
-                rating_group: Some(rating_group),
+                rating_group: Some(session.rating_group),
                 ..Default::default()
             }],
             ..Default::default()
@@ -366,7 +349,6 @@ impl Relay {
         };
         let Some(connection) = connection else {
             return self.lost(
-                slot,
                 cc_number,
                 TerminationCause::LINK_BROKEN,
                 "no connection to the session's PDF",
@@ -377,7 +359,6 @@ impl Relay {
             Ok(cca) => cca,
             Err(Failure::Timeout) => {
                 return self.lost(
-                    slot,
                     cc_number,
                     TerminationCause::SESSION_TIMEOUT,
                     "the PDF did not answer",
@@ -385,7 +366,6 @@ impl Relay {
             }
             Err(_) => {
                 return self.lost(
-                    slot,
                     cc_number,
                     TerminationCause::LINK_BROKEN,
                     "the PDF connection was lost",
@@ -397,17 +377,23 @@ impl Relay {
             let error = ErrorAnswer::decode(&view)
                 .map(|e| e.result_code)
                 .unwrap_or(ResultCode::UNABLE_TO_COMPLY);
-            self.lock_sessions().remove(slot);
+            self.forget_cc(cc_number);
             return (
                 ResultCode::TOO_BUSY,
                 Some(format!("the PDF answered {error}")),
             );
         }
         let Ok(answer) = Cca::decode(&view) else {
-            self.lock_sessions().remove(slot);
+            self.forget_cc(cc_number);
             return (ResultCode::UNABLE_TO_COMPLY, Some("unreadable CCA".into()));
         };
+        // The slot read before the CCR went out may have been freed (the session cut by a
+        // connection loss) and reused since: find the session again by its CC number.
         let mut sessions = self.lock_sessions();
+        let Some(slot) = sessions.find_cc(cc_number) else {
+            // Cut meanwhile (its access peer has had its ASR); the record itself was answered.
+            return (answer.result_code, answer.error_message.map(str::to_owned));
+        };
         if terminate || answer.result_code != ResultCode::SUCCESS {
             sessions.remove(slot);
             if final_units && !stop && answer.result_code == ResultCode::SUCCESS {
@@ -418,11 +404,11 @@ impl Relay {
             }
             return (answer.result_code, answer.error_message.map(str::to_owned));
         }
-        let session = sessions.get_mut(slot);
-        session.cc_request_number = number;
-        session.record_number = acr.accounting_record_number;
-        session.pin = pin;
-        session.set_final_units(self::final_units(&answer));
+        let current = sessions.get_mut(slot);
+        current.cc_request_number = number;
+        current.record_number = acr.accounting_record_number;
+        current.pin = pin;
+        current.set_final_units(self::final_units(&answer));
         (ResultCode::SUCCESS, None)
     }
 
@@ -496,16 +482,23 @@ impl Relay {
             .await
     }
 
+    /// Removes a session without telling its access peer (its ACR is being answered).
+    fn forget_cc(&self, cc_number: u32) {
+        let mut sessions = self.lock_sessions();
+        if let Some(slot) = sessions.find_cc(cc_number) {
+            sessions.remove(slot);
+        }
+    }
+
     /// Ends a session the infrastructure lost: the ACR gets 3004 and the access peer an ASR
     /// (unless the session was cut already, e.g. by `connection_down`: one ASR per session).
     fn lost(
         &self,
-        slot: u32,
         cc_number: u32,
         cause: TerminationCause,
         why: &str,
     ) -> (ResultCode, Option<String>) {
-        self.cut(slot, cc_number, cause, why);
+        self.cut(cc_number, cause, why);
         (ResultCode::TOO_BUSY, Some(why.to_owned()))
     }
 
@@ -632,7 +625,7 @@ impl Relay {
             // Sessions move to another connection of the same node at their next request.
             return;
         }
-        let pinned: Vec<(u32, u32)> = {
+        let pinned: Vec<u32> = {
             let sessions = self.lock_sessions();
             sessions
                 .iter()
@@ -640,13 +633,12 @@ impl Relay {
                     s.pin.node == node_index
                         && (s.pin.connection == connection || self.policy == LossPolicy::Failover)
                 })
-                .map(|(slot, s)| (slot, s.cc_number))
+                .map(|(_, s)| s.cc_number)
                 .collect()
         };
         tracing::warn!(node = %node.name, connection, ?reason, sessions = pinned.len(), "PDF connection lost: cutting its sessions");
-        for (slot, cc_number) in pinned {
+        for cc_number in pinned {
             self.cut(
-                slot,
                 cc_number,
                 TerminationCause::LINK_BROKEN,
                 "the PDF connection was lost",
@@ -655,15 +647,15 @@ impl Relay {
     }
 
     /// Ends a session: removes it and sends ASR to its access peer with `cause`. The session
-    /// is named by its slot and its CC number (unique for the process's life): a session
-    /// that another path cut meanwhile (its slot free, or reused by a new session) is left
-    /// alone, so that it gets one ASR and an unrelated session none.
-    fn cut(&self, slot: u32, cc_number: u32, cause: TerminationCause, why: &str) {
+    /// is named by its CC number (unique for the process's life), never by a slot read before
+    /// an await: a session that another path cut meanwhile (its slot free, or reused by a new
+    /// session) is left alone, so that it gets one ASR and an unrelated session none.
+    fn cut(&self, cc_number: u32, cause: TerminationCause, why: &str) {
         let (session_id, peer) = {
             let mut sessions = self.lock_sessions();
-            if sessions.find_cc(cc_number) != Some(slot) {
+            let Some(slot) = sessions.find_cc(cc_number) else {
                 return;
-            }
+            };
             let peer = sessions.get(slot).access_peer;
             let id = sessions.access_session_id(slot);
             sessions.remove(slot);
