@@ -131,14 +131,6 @@ impl Metrics {
         self.retransmissions.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Sessions cut for a cause so far.
-    pub fn cuts(&self, cause: TerminationCause) -> u64 {
-        CAUSES
-            .iter()
-            .position(|(c, _)| *c == cause.0)
-            .map_or(0, |i| self.cuts[i].load(Ordering::Relaxed))
-    }
-
     /// Prometheus text.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;

@@ -449,18 +449,21 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
 
     let mut tasks = Vec::new();
     let ramp = scenario.load.ramp.map_or(Duration::ZERO, |r| r.0);
+    // What every session shares; the pdf the loadgen spawns runs the default tariff.
+    let shared = Ctx {
+        scenario: scenario.clone(),
+        stats: stats.clone(),
+        inbox: inbox.clone(),
+        connections: connections.clone(),
+        deadline,
+        counter: counter.clone(),
+        shard,
+        tariff: Arc::new(Tariff::default()),
+    };
     match (load.concurrent_sessions, load.arrival_rate) {
         (Some(n), _) => {
             for slot in 0..n {
-                let ctx = Ctx {
-                    scenario: scenario.clone(),
-                    stats: stats.clone(),
-                    inbox: inbox.clone(),
-                    connections: connections.clone(),
-                    deadline,
-                    counter: counter.clone(),
-                    shard,
-                };
+                let ctx = shared.clone();
                 let begin = started + ramp.mul_f64(f64::from(slot) / f64::from(n));
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(begin.into()).await;
@@ -471,15 +474,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
             }
         }
         (_, Some(rate)) => {
-            let ctx = Ctx {
-                scenario: scenario.clone(),
-                stats: stats.clone(),
-                inbox: inbox.clone(),
-                connections: connections.clone(),
-                deadline,
-                counter: counter.clone(),
-                shard,
-            };
+            let ctx = shared.clone();
             let cap = u64::from(load.max_sessions.unwrap_or(u32::MAX));
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
@@ -546,6 +541,7 @@ struct Ctx {
     deadline: Instant,
     counter: Arc<AtomicU64>,
     shard: Shard,
+    tariff: Arc<Tariff>,
 }
 
 /// How a session ended.
@@ -579,10 +575,10 @@ impl Ctx {
             index & 0xffff_ffff
         );
         let msisdn = self.scenario.population.msisdn(subscriber).to_string();
-        let tariff = Tariff::default();
-        let service = tariff
+        let service = self
+            .tariff
             .service_index(mix.rating_group())
-            .map(|i| tariff.service(i).clone());
+            .map(|i| self.tariff.service(i));
         let send = |kind: AccountingRecordType, number: u32, usage: Option<u64>| {
             let acr = Acr {
                 session_id: &session_id,
@@ -627,7 +623,7 @@ impl Ctx {
             out.freeze()
         };
         let charge = |usage: u64| {
-            if let Some(service) = &service {
+            if let Some(service) = service {
                 *self
                     .stats
                     .expected

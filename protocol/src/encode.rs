@@ -171,11 +171,6 @@ impl<'b> AvpWriter<'b> {
         let flags = u32::from(self.buf[start + 4]) << 24;
         self.buf[start + 4..start + 8].copy_from_slice(&(flags | length).to_be_bytes());
     }
-
-    /// The bytes written so far in the underlying buffer.
-    pub fn buffer_len(&self) -> usize {
-        self.buf.len()
-    }
 }
 
 /// Writes one message: the header, then AVPs through [`AvpWriter`] (this derefs to it).

@@ -110,11 +110,6 @@ impl Process {
         )
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
     /// Sends a signal (SIGTERM = 15, SIGKILL = 9) and waits for the exit (up to 20 s);
     /// returns the exit code (None if killed by a signal).
     pub fn signal(&mut self, signal: i32) -> Option<i32> {
