@@ -109,14 +109,7 @@ impl Cli {
     }
 }
 
-/// Why `run` failed.
-#[derive(Debug)]
-pub enum Failure {
-    /// Exit 2.
-    Config(String),
-    /// Exit 1.
-    Runtime(anyhow::Error),
-}
+pub use service::Failure;
 
 /// Runs the gateway until SIGTERM or SIGINT.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
@@ -195,7 +188,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(access = %server.local_addr(), admin = %admin_addr, "gateway ready");
 
-    wait_for_stop_signal().await?;
+    service::stop_signal().await?;
     tracing::info!("stopping: DPR (REBOOTING) to access peers, then to PDFs");
     server.shutdown(DisconnectCause::REBOOTING).await;
     for node in relay.pool.nodes() {
@@ -203,16 +196,5 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = stop_admin.send(());
     let _ = admin_task.await;
-    Ok(())
-}
-
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

@@ -101,14 +101,7 @@ impl Cli {
     }
 }
 
-/// Why `run` failed: the exit status tells a bad configuration from a runtime failure.
-#[derive(Debug)]
-pub enum Failure {
-    /// Exit 2.
-    Config(String),
-    /// Exit 1.
-    Runtime(anyhow::Error),
-}
+pub use service::Failure;
 
 /// Runs the PDF until SIGTERM/SIGINT (or `stop` resolves, for tests).
 pub async fn run(cli: Cli) -> Result<(), Failure> {
@@ -234,7 +227,7 @@ async fn serve(config: Config, population: crate::population::Population) -> any
         })
     };
 
-    wait_for_stop_signal().await?;
+    service::stop_signal().await?;
     tracing::info!("stopping: DPR (REBOOTING) to every peer");
     expiry.abort();
     server.shutdown(DisconnectCause::REBOOTING).await;
@@ -244,16 +237,5 @@ async fn serve(config: Config, population: crate::population::Population) -> any
     Journal::clone(&journal)
         .close()
         .context("closing the journal")?;
-    Ok(())
-}
-
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
