@@ -151,15 +151,15 @@ impl Relay {
         let mut out = BytesMut::with_capacity(256);
         if result.is_protocol_error() {
             // 3xxx: the generic error grammar with the E bit.
-            ErrorAnswer {
-                session_id: Some(acr.session_id),
-                origin_host: &self.origin_host,
-                origin_realm: &self.origin_realm,
-                result_code: result,
-                error_message: text.as_deref(),
-                ..Default::default()
-            }
-            .encode(&message.view(), &mut out);
+            ErrorAnswer::reply(
+                &message.view(),
+                &self.origin_host,
+                &self.origin_realm,
+                result,
+                text.as_deref()
+                    .unwrap_or("the request could not be relayed"),
+                &mut out,
+            );
         } else {
             Aca {
                 session_id: acr.session_id,

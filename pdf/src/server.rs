@@ -257,16 +257,15 @@ fn encode_cca(
 
 /// A 5012 answer for a request whose debit could not be made durable.
 fn unable_to_comply(request: &Message, host: &str, realm: &str) -> Bytes {
-    let answer = protocol::messages::ErrorAnswer {
-        session_id: request.view().session_id(),
-        origin_host: host,
-        origin_realm: realm,
-        result_code: ResultCode::UNABLE_TO_COMPLY,
-        error_message: Some("the charge could not be written to disk"),
-        ..Default::default()
-    };
     let mut out = BytesMut::new();
-    answer.encode(&request.view(), &mut out);
+    protocol::messages::ErrorAnswer::reply(
+        &request.view(),
+        host,
+        realm,
+        ResultCode::UNABLE_TO_COMPLY,
+        "the charge could not be written to disk",
+        &mut out,
+    );
     out.freeze()
 }
 

@@ -69,6 +69,28 @@ impl<'a> ErrorAnswer<'a> {
         Self::decode_avps_with(view.avps(), false)
     }
 
+    /// Writes the answer to `request` with `result_code` and a readable `text`: the generic
+    /// grammar (E bit for 3xxx), the request's Session-Id, our identity. The one way the
+    /// stack refuses a request it cannot or will not process.
+    pub fn reply(
+        request: &MessageView<'_>,
+        origin_host: &str,
+        origin_realm: &str,
+        result_code: ResultCode,
+        text: &str,
+        buf: &mut BytesMut,
+    ) -> usize {
+        ErrorAnswer {
+            session_id: request.session_id(),
+            origin_host,
+            origin_realm,
+            result_code,
+            error_message: Some(text),
+            ..Default::default()
+        }
+        .encode(request, buf)
+    }
+
     /// Encodes this as the answer to `request`: same command, application and identifiers,
     /// P copied, and the E bit when the Result-Code is a protocol error.
     pub fn encode(&self, request: &MessageView<'_>, buf: &mut BytesMut) -> usize {

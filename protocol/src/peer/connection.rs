@@ -511,15 +511,14 @@ impl Peer {
 
     fn write_error_answer(&mut self, view: &MessageView<'_>, result_code: ResultCode, text: &str) {
         let config = &self.node.config;
-        let answer = ErrorAnswer {
-            session_id: view.session_id(),
-            origin_host: &config.origin_host,
-            origin_realm: &config.origin_realm,
+        ErrorAnswer::reply(
+            view,
+            &config.origin_host,
+            &config.origin_realm,
             result_code,
-            error_message: Some(text),
-            ..Default::default()
-        };
-        answer.encode(view, &mut self.out);
+            text,
+            &mut self.out,
+        );
     }
 
     // ---- timers ------------------------------------------------------------------------

@@ -315,16 +315,15 @@ impl Driver {
             Command::Unanswered { ticket, request } => {
                 let node = self.peer.node().clone();
                 let config = &node.config;
-                let answer = ErrorAnswer {
-                    session_id: request.view().session_id(),
-                    origin_host: &config.origin_host,
-                    origin_realm: &config.origin_realm,
-                    result_code: ResultCode::UNABLE_TO_COMPLY,
-                    error_message: Some("the application dropped the request unanswered"),
-                    ..Default::default()
-                };
                 let mut out = BytesMut::new();
-                answer.encode(&request.view(), &mut out);
+                ErrorAnswer::reply(
+                    &request.view(),
+                    &config.origin_host,
+                    &config.origin_realm,
+                    ResultCode::UNABLE_TO_COMPLY,
+                    "the application dropped the request unanswered",
+                    &mut out,
+                );
                 let _ = self.peer.answer(ticket, &out);
             }
             Command::Disconnect(cause) => self.peer.disconnect(now, cause),
