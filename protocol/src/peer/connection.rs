@@ -60,6 +60,7 @@ struct Open {
 
 /// Counters, for metrics.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PeerStats {
     /// Requests we sent.
     pub requests_sent: u64,
@@ -81,6 +82,61 @@ pub struct PeerStats {
     pub duplicates_answered: u64,
     /// Retransmissions of a request still being processed, handed to the application.
     pub duplicates_in_progress: u64,
+}
+
+/// An open connection's core as it travels to another process in a hot upgrade (DESIGN.md
+/// section 5): the peer learnt in the capabilities exchange, the next hop-by-hop id, the
+/// requests of ours still awaiting an answer (so their answers are recognised on the other
+/// side), and the counters. The watchdog restarts on resumption: traffic resumes at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PeerState {
+    /// The remote Origin-Host.
+    pub origin_host: String,
+    /// The remote Origin-Realm.
+    pub origin_realm: String,
+    /// The remote Origin-State-Id, if it sent one.
+    pub origin_state_id: Option<u32>,
+    /// The remote Product-Name.
+    pub product_name: String,
+    /// The applications both sides support.
+    pub applications: Vec<u32>,
+    /// The last hop-by-hop id used (the next one is this plus one).
+    pub last_hop_by_hop: u32,
+    /// Our requests awaiting an answer (a DWA is recognised by its command alone).
+    pub pending: Vec<PendingState>,
+    /// The counters so far.
+    pub stats: PeerStats,
+}
+
+/// One of our requests awaiting an answer, in a [`PeerState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct PendingState {
+    /// Its hop-by-hop id.
+    pub hop_by_hop: u32,
+    /// Its command code.
+    pub command: u32,
+    /// Its End-to-End id.
+    pub end_to_end: u32,
+    /// Milliseconds left before it times out.
+    pub remaining_ms: u64,
+}
+
+/// Why a connection cannot be handed over now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandOverError {
+    /// Only an open connection travels (one still exchanging capabilities or closing ends
+    /// where it is).
+    #[error("the connection is not open")]
+    NotOpen,
+    /// Requests received are still being processed: answer them first.
+    #[error("{0} requests received are not answered yet")]
+    RequestsInFlight(usize),
+    /// Output is waiting for `poll_transmit`.
+    #[error("output not yet transmitted")]
+    OutputQueued,
 }
 
 /// Why a request could not be sent.
@@ -207,6 +263,92 @@ impl Peer {
         match &self.state {
             State::Open(open) | State::Closing { open, .. } => Some(open.watchdog.state()),
             _ => None,
+        }
+    }
+
+    /// Requests received and handed to the application, not answered yet.
+    pub fn requests_in_flight(&self) -> usize {
+        self.incoming_in_flight
+    }
+
+    /// Takes the state of an open, quiet connection (every received request answered,
+    /// output transmitted) for another process to [`resume`](Self::resume), and closes this
+    /// core without a word on the wire: no DPR, no events. A half-read message is the
+    /// caller's (it stays in its input buffer).
+    pub fn hand_over(&mut self, now: Instant) -> Result<PeerState, HandOverError> {
+        let State::Open(open) = &self.state else {
+            return Err(HandOverError::NotOpen);
+        };
+        if self.incoming_in_flight > 0 {
+            return Err(HandOverError::RequestsInFlight(self.incoming_in_flight));
+        }
+        if !self.out.is_empty() {
+            return Err(HandOverError::OutputQueued);
+        }
+        let remote = &open.remote;
+        let mut pending: Vec<PendingState> = self
+            .pending
+            .drain()
+            .map(|(hop, request)| PendingState {
+                hop_by_hop: hop.0,
+                command: request.command.0,
+                end_to_end: request.end_to_end.0,
+                remaining_ms: request.deadline.saturating_duration_since(now).as_millis() as u64,
+            })
+            .collect();
+        pending.sort_by_key(|request| request.hop_by_hop);
+        let state = PeerState {
+            origin_host: remote.origin_host.clone(),
+            origin_realm: remote.origin_realm.clone(),
+            origin_state_id: remote.origin_state_id,
+            product_name: remote.product_name.clone(),
+            applications: remote.applications.iter().map(|id| id.0).collect(),
+            last_hop_by_hop: self.next_hop,
+            pending,
+            stats: self.stats,
+        };
+        self.state = State::Closed;
+        Ok(state)
+    }
+
+    /// An open connection resumed from a [`PeerState`] taken by [`hand_over`](Self::hand_over)
+    /// (in this process after a rollback, or in the new one). Emits no `Up` event: the
+    /// connection was never down.
+    pub fn resume(node: Arc<Node>, state: PeerState, now: Instant, seed: u64) -> Self {
+        let remote = Arc::new(PeerInfo {
+            origin_host: state.origin_host,
+            origin_realm: state.origin_realm,
+            origin_state_id: state.origin_state_id,
+            product_name: state.product_name,
+            applications: state.applications.into_iter().map(ApplicationId).collect(),
+        });
+        let watchdog = Watchdog::new(node.config.watchdog_interval, now, seed);
+        let mut pending = PendingRequests::default();
+        for request in state.pending {
+            pending.insert(
+                HopByHopId(request.hop_by_hop),
+                PendingRequest {
+                    command: CommandCode(request.command),
+                    end_to_end: crate::header::EndToEndId(request.end_to_end),
+                    deadline: now + Duration::from_millis(request.remaining_ms),
+                },
+            );
+        }
+        Self {
+            node,
+            state: State::Open(Open {
+                remote,
+                watchdog,
+                dwr: None,
+            }),
+            next_hop: state.last_hop_by_hop,
+            pending,
+            incoming_in_flight: 0,
+            out: BytesMut::with_capacity(4096),
+            answered: Vec::new(),
+            events: VecDeque::new(),
+            stats: state.stats,
+            seed,
         }
     }
 

@@ -56,6 +56,20 @@ pub enum Seen {
     Answered(Bytes),
 }
 
+/// One answered request of a [`DuplicateCache`], as exported for a hot upgrade.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct CachedAnswer {
+    /// The hash of the request's Origin-Host.
+    pub origin_host_hash: u64,
+    /// Its End-to-End id.
+    pub end_to_end: u32,
+    /// The answer sent.
+    pub answer: Vec<u8>,
+    /// Milliseconds it is still remembered.
+    pub remaining_ms: u64,
+}
+
 #[derive(Debug)]
 enum Entry {
     InProgress,
@@ -157,6 +171,51 @@ impl DuplicateCache {
         if let Some(Entry::InProgress) = inner.entries.get(&key) {
             inner.entries.remove(&key);
         }
+    }
+
+    /// The answered requests remembered, oldest first, for a hot upgrade to carry to the
+    /// next process (requests in progress are not: every one is answered before a hand-over).
+    pub fn export(&self, now: Instant) -> Vec<CachedAnswer> {
+        let inner = self.lock();
+        inner
+            .order
+            .iter()
+            .filter_map(|&(expires, key)| match inner.entries.get(&key) {
+                Some(Entry::Answered(answer)) if expires > now => Some(CachedAnswer {
+                    origin_host_hash: key.origin_host,
+                    end_to_end: key.end_to_end,
+                    answer: answer.to_vec(),
+                    remaining_ms: expires.duration_since(now).as_millis() as u64,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Remembers answers exported by another process's cache.
+    pub fn import(&self, answers: Vec<CachedAnswer>, now: Instant) {
+        if !self.is_enabled() {
+            return;
+        }
+        let mut inner = self.lock();
+        for cached in answers {
+            let key = DuplicateKey {
+                origin_host: cached.origin_host_hash,
+                end_to_end: cached.end_to_end,
+            };
+            let expires = now + Duration::from_millis(cached.remaining_ms).min(self.lifetime);
+            if inner
+                .entries
+                .insert(key, Entry::Answered(Bytes::from(cached.answer)))
+                .is_none()
+            {
+                inner.order.push_back((expires, key));
+            }
+        }
+        inner
+            .order
+            .make_contiguous()
+            .sort_by_key(|&(expires, _)| expires);
     }
 
     /// How many requests are remembered.

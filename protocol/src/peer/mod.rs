@@ -28,8 +28,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use connection::{AnswerTicket, IncomingRequest, Peer, PeerStats, SendError};
-pub use duplicates::{DuplicateCache, DuplicateKey, Seen};
+pub use connection::{
+    AnswerTicket, HandOverError, IncomingRequest, Peer, PeerState, PeerStats, PendingState,
+    SendError,
+};
+pub use duplicates::{CachedAnswer, DuplicateCache, DuplicateKey, Seen};
 pub use pending::{PendingRequest, PendingRequests};
 pub use watchdog::{Watchdog, WatchdogAction, WatchdogState, MIN_WATCHDOG_INTERVAL};
 
@@ -141,6 +144,18 @@ impl EndToEndIds {
     pub fn next(&self) -> EndToEndId {
         EndToEndId(self.0.fetch_add(1, Ordering::Relaxed))
     }
+
+    /// The id [`next`](Self::next) returns next, for a hot upgrade: the new process
+    /// continues the sequence ([`EndToEndIds::continuing`]) so that no id is reused while a
+    /// peer may still remember it.
+    pub fn peek(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Continues a sequence another process [`peek`](Self::peek)ed.
+    pub fn continuing(next: u32) -> Self {
+        Self(AtomicU32::new(next))
+    }
 }
 
 /// What a node shares between its connections: configuration, End-to-End ids and the
@@ -222,6 +237,9 @@ pub enum DownReason {
     ProtocolViolation(&'static str),
     /// The transport closed (EOF or a socket error).
     TransportClosed,
+    /// The connection was handed to another process (a hot upgrade): it is not closed, it
+    /// goes on elsewhere.
+    HandedOver,
 }
 
 impl DownReason {
@@ -232,6 +250,7 @@ impl DownReason {
             Self::PeerDisconnected(DisconnectCause::BUSY)
                 | Self::PeerDisconnected(DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU)
                 | Self::LocalDisconnect(_)
+                | Self::HandedOver
         )
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -18,7 +18,8 @@ use crate::error::DecodeError;
 use crate::message::Message;
 use crate::messages::ErrorAnswer;
 use crate::peer::{
-    AnswerTicket, DownReason, Event, Node, Peer, PeerInfo, RequestFailure, Role, SendError,
+    AnswerTicket, DownReason, Event, HandOverError, Node, Peer, PeerInfo, PeerState,
+    RequestFailure, Role, SendError,
 };
 use crate::result_code::ResultCode;
 
@@ -60,6 +61,37 @@ pub(crate) enum Command {
         request: Message,
     },
     Disconnect(DisconnectCause),
+    HandOver(oneshot::Sender<Result<Detached, HandOverFailed>>),
+}
+
+/// A connection taken out of its driver for a hot upgrade (DESIGN.md section 5): the socket
+/// (never shut down: closing this process's copy sends nothing while another holds it),
+/// the bytes read but not yet a whole message, the bytes produced but not yet written, and
+/// the core's state. [`Server::adopt`](super::Server::adopt) resumes it, here or in the
+/// next process.
+#[derive(Debug)]
+pub struct Detached {
+    /// The socket.
+    pub stream: std::net::TcpStream,
+    /// Received bytes not yet a whole message (a message cut by the hand-over).
+    pub unread: Bytes,
+    /// Output not yet written to the socket.
+    pub unwritten: Bytes,
+    /// The core's state.
+    pub state: PeerState,
+}
+
+/// Why a connection stayed where it was.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandOverFailed {
+    /// The connection is not open, or its requests were not answered in time; it keeps
+    /// running here.
+    #[error("connection not handed over: {0}")]
+    NotQuiet(HandOverError),
+    /// The connection closed before it could be handed over.
+    #[error("the connection closed first")]
+    Closed,
 }
 
 /// What a handle can see of the connection's state.
@@ -73,7 +105,7 @@ pub(crate) enum Status {
 /// A handle to one connection: cheap to clone, usable from any task.
 #[derive(Clone, Debug)]
 pub struct Connection {
-    commands: mpsc::UnboundedSender<Command>,
+    pub(crate) commands: mpsc::UnboundedSender<Command>,
     permits: Arc<Semaphore>,
     status: watch::Receiver<Status>,
     node: Arc<Node>,
@@ -194,29 +226,83 @@ pub(crate) fn spawn(
     role: Role,
     handler: Arc<dyn Handler>,
 ) -> std::io::Result<Connection> {
+    let seed = fastrand::u64(..);
+    let peer = Peer::new(node, role, Instant::now(), seed);
+    start(
+        stream,
+        peer,
+        Status::Connecting,
+        handler,
+        Resumed::default(),
+    )
+}
+
+/// Resumes a [`Detached`] connection: writes its unwritten bytes first, then reads on from
+/// its unread ones. The handler hears `Up` (the application registers the connection) but
+/// the peer sees nothing: no CER, no DPR.
+pub(crate) fn resume(
+    detached: Detached,
+    node: Arc<Node>,
+    handler: Arc<dyn Handler>,
+) -> std::io::Result<Connection> {
+    detached.stream.set_nonblocking(true)?;
+    let stream = TcpStream::from_std(detached.stream)?;
+    let peer = Peer::resume(node, detached.state, Instant::now(), fastrand::u64(..));
+    let info = peer
+        .remote()
+        .cloned()
+        .expect("a resumed peer is open by construction");
+    let resumed = Resumed {
+        unread: detached.unread,
+        unwritten: detached.unwritten,
+        announce: true,
+    };
+    start(stream, peer, Status::Open(info), handler, resumed)
+}
+
+/// What a resumed connection starts with.
+#[derive(Default)]
+struct Resumed {
+    unread: Bytes,
+    unwritten: Bytes,
+    announce: bool,
+}
+
+fn start(
+    stream: TcpStream,
+    peer: Peer,
+    initial: Status,
+    handler: Arc<dyn Handler>,
+    resumed: Resumed,
+) -> std::io::Result<Connection> {
     stream.set_nodelay(true)?;
     let local = stream.local_addr()?;
     let remote = stream.peer_addr()?;
+    let node = peer.node().clone();
     let (commands, command_rx) = mpsc::unbounded_channel();
-    let (status_tx, status) = watch::channel(Status::Connecting);
+    let (status_tx, status) = watch::channel(initial);
     let connection = Connection {
         commands,
         permits: Arc::new(Semaphore::new(node.config.max_pending_requests)),
         status,
-        node: node.clone(),
+        node,
         local,
         remote,
     };
-    let seed = fastrand::u64(..);
-    let peer = Peer::new(node, role, Instant::now(), seed);
+    if resumed.announce {
+        if let Some(info) = connection.peer() {
+            handler.on_event(&connection, &ConnectionEvent::Up(info));
+        }
+    }
     let driver = Driver {
         peer,
         handler,
         connection: connection.clone(),
         status: status_tx,
         waiters: HashMap::new(),
+        hand_over: None,
     };
-    tokio::spawn(driver.run(stream, command_rx));
+    tokio::spawn(driver.run(stream, command_rx, resumed.unread, resumed.unwritten));
     Ok(connection)
 }
 
@@ -226,14 +312,35 @@ struct Driver {
     connection: Connection,
     status: watch::Sender<Status>,
     waiters: HashMap<u32, oneshot::Sender<Result<Message, RequestError>>>,
+    /// A hand-over asked for: reading stopped; done once every request received is answered.
+    hand_over: Option<(oneshot::Sender<Result<Detached, HandOverFailed>>, Instant)>,
 }
 
+/// How long a hand-over waits for the application to answer what it has received.
+const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a hand-over waits for the socket to take the output before carrying it along.
+const FLUSH_TIMEOUT: Duration = Duration::from_millis(50);
+
 impl Driver {
-    async fn run(mut self, stream: TcpStream, mut commands: mpsc::UnboundedReceiver<Command>) {
+    async fn run(
+        mut self,
+        stream: TcpStream,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        unread: Bytes,
+        unwritten: Bytes,
+    ) {
         let (mut reader, writer) = stream.into_split();
         let (out_tx, out_rx) = mpsc::unbounded_channel::<Bytes>();
-        let writer = tokio::spawn(write_loop(writer, out_rx));
+        let (stop_writer, writer_stopped) = oneshot::channel();
+        if !unwritten.is_empty() {
+            let _ = out_tx.send(unwritten);
+        }
+        let writer = tokio::spawn(write_loop(writer, out_rx, writer_stopped));
         let mut input = BytesMut::with_capacity(64 * 1024);
+        input.extend_from_slice(&unread);
+        if !input.is_empty() {
+            self.peer.handle_input(Instant::now(), &mut input);
+        }
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut reading = true;
@@ -242,7 +349,31 @@ impl Driver {
             if self.peer.is_closed() {
                 break;
             }
+            if let Some((_, since)) = &self.hand_over {
+                reading = false;
+                let in_flight = self.peer.requests_in_flight();
+                if in_flight == 0 || since.elapsed() >= QUIESCE_TIMEOUT {
+                    let (reply, _) = self.hand_over.take().expect("checked above");
+                    match self.peer.hand_over(Instant::now()) {
+                        Ok(state) => {
+                            let detached =
+                                finish_hand_over(reader, writer, out_tx, stop_writer, input, state)
+                                    .await;
+                            return self.handed_over(reply, detached, commands);
+                        }
+                        Err(error) => {
+                            let _ = reply.send(Err(HandOverFailed::NotQuiet(error)));
+                            reading = true;
+                            continue;
+                        }
+                    }
+                }
+            }
             if let Some(deadline) = self.peer.poll_timeout() {
+                let deadline = match &self.hand_over {
+                    Some(_) => deadline.min(Instant::now() + Duration::from_millis(10)),
+                    None => deadline,
+                };
                 timer
                     .as_mut()
                     .reset(tokio::time::Instant::from_std(deadline));
@@ -275,13 +406,52 @@ impl Driver {
         drop(out_tx);
         // Let the last bytes (a DPA, an error CEA) leave before the socket closes.
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-        // Requests queued after the close never reached the core.
-        commands.close();
-        while let Ok(command) = commands.try_recv() {
-            if let Command::Request { reply, .. } = command {
-                let _ = reply.send(Err(RequestError::ConnectionDown));
+        if let Some((reply, _)) = self.hand_over.take() {
+            let _ = reply.send(Err(HandOverFailed::Closed));
+        }
+        refuse_queued(commands);
+    }
+
+    /// The connection left this process: tell the handles and the application, refuse what
+    /// is queued.
+    fn handed_over(
+        mut self,
+        reply: oneshot::Sender<Result<Detached, HandOverFailed>>,
+        detached: std::io::Result<Detached>,
+        commands: mpsc::UnboundedReceiver<Command>,
+    ) {
+        match detached {
+            Ok(detached) => {
+                self.status
+                    .send_replace(Status::Down(DownReason::HandedOver));
+                self.connection.permits.close();
+                // Our requests still awaiting answers travel with the state; their senders
+                // here learn the connection is gone from here.
+                for (_, waiter) in self.waiters.drain() {
+                    let _ = waiter.send(Err(RequestError::ConnectionDown));
+                }
+                self.handler.on_event(
+                    &self.connection,
+                    &ConnectionEvent::Down(DownReason::HandedOver),
+                );
+                let _ = reply.send(Ok(detached));
+            }
+            Err(error) => {
+                tracing::warn!(addr = %self.connection.remote, %error, "hand-over failed: the socket is unusable");
+                self.status
+                    .send_replace(Status::Down(DownReason::TransportClosed));
+                self.connection.permits.close();
+                for (_, waiter) in self.waiters.drain() {
+                    let _ = waiter.send(Err(RequestError::ConnectionDown));
+                }
+                self.handler.on_event(
+                    &self.connection,
+                    &ConnectionEvent::Down(DownReason::TransportClosed),
+                );
+                let _ = reply.send(Err(HandOverFailed::Closed));
             }
         }
+        refuse_queued(commands);
     }
 
     fn handle_command(&mut self, command: Command) {
@@ -327,6 +497,17 @@ impl Driver {
                 let _ = self.peer.answer(ticket, &out);
             }
             Command::Disconnect(cause) => self.peer.disconnect(now, cause),
+            Command::HandOver(reply) => match &self.hand_over {
+                Some(_) => {
+                    let _ = reply.send(Err(HandOverFailed::NotQuiet(
+                        HandOverError::RequestsInFlight(self.peer.requests_in_flight()),
+                    )));
+                }
+                None if !self.peer.is_open() => {
+                    let _ = reply.send(Err(HandOverFailed::NotQuiet(HandOverError::NotOpen)));
+                }
+                None => self.hand_over = Some((reply, now)),
+            },
         }
     }
 
@@ -413,29 +594,109 @@ impl Driver {
     }
 }
 
-/// Writes whatever the driver produced; everything queued goes out in one write.
-async fn write_loop(mut writer: OwnedWriteHalf, mut out: mpsc::UnboundedReceiver<Bytes>) {
-    let mut batch = BytesMut::new();
-    while let Some(first) = out.recv().await {
-        let result = match out.try_recv() {
-            Err(_) => writer.write_all(&first).await,
-            Ok(second) => {
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
-                while let Ok(more) = out.try_recv() {
-                    batch.extend_from_slice(&more);
-                    if batch.len() > 256 * 1024 {
-                        break;
-                    }
-                }
-                let result = writer.write_all(&batch).await;
-                batch.clear();
-                result
+/// Requests queued after the close never reached the core.
+fn refuse_queued(mut commands: mpsc::UnboundedReceiver<Command>) {
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        match command {
+            Command::Request { reply, .. } => {
+                let _ = reply.send(Err(RequestError::ConnectionDown));
             }
-        };
-        if result.is_err() {
-            // The reader will see the failure too and close the peer.
-            return;
+            Command::HandOver(reply) => {
+                let _ = reply.send(Err(HandOverFailed::Closed));
+            }
+            _ => {}
         }
+    }
+}
+
+/// Stops the writer (giving it [`FLUSH_TIMEOUT`] to write what it holds) and puts the socket
+/// back together with what was neither read into a message nor written.
+async fn finish_hand_over(
+    reader: OwnedReadHalf,
+    writer: tokio::task::JoinHandle<WriterEnd>,
+    out: mpsc::UnboundedSender<Bytes>,
+    stop_writer: oneshot::Sender<()>,
+    input: BytesMut,
+    state: PeerState,
+) -> std::io::Result<Detached> {
+    drop(out);
+    let mut writer = writer;
+    let end = match tokio::time::timeout(FLUSH_TIMEOUT, &mut writer).await {
+        Ok(end) => end,
+        Err(_) => {
+            let _ = stop_writer.send(());
+            writer.await
+        }
+    }
+    .map_err(std::io::Error::other)?;
+    if let Some(error) = end.error {
+        return Err(error);
+    }
+    let stream = reader
+        .reunite(end.half)
+        .map_err(std::io::Error::other)?
+        .into_std()?;
+    Ok(Detached {
+        stream,
+        unread: input.freeze(),
+        unwritten: end.unwritten.freeze(),
+        state,
+    })
+}
+
+/// What the writer leaves: the socket's write half, what it could not write yet, and the
+/// error that stopped it, if one did.
+struct WriterEnd {
+    half: OwnedWriteHalf,
+    unwritten: BytesMut,
+    error: Option<std::io::Error>,
+}
+
+/// Writes whatever the driver produced; everything queued goes out in one write. Ends when
+/// the driver is done and everything is written, or when told to stop (a hand-over), or on
+/// an error; in each case it returns the write half and what is left.
+async fn write_loop(
+    mut half: OwnedWriteHalf,
+    mut out: mpsc::UnboundedReceiver<Bytes>,
+    mut stop: oneshot::Receiver<()>,
+) -> WriterEnd {
+    let mut batch = BytesMut::new();
+    loop {
+        if batch.is_empty() {
+            tokio::select! {
+                biased;
+                next = out.recv() => match next {
+                    Some(bytes) => batch.extend_from_slice(&bytes),
+                    None => break,
+                },
+                _ = &mut stop => break,
+            }
+        }
+        while batch.len() < 256 * 1024 {
+            match out.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        // `write_buf` is cancel-safe: it writes once and advances the buffer by what went.
+        tokio::select! {
+            biased;
+            written = half.write_buf(&mut batch) => match written {
+                Ok(0) => {
+                    let error = std::io::Error::from(std::io::ErrorKind::WriteZero);
+                    return WriterEnd { half, unwritten: batch, error: Some(error) };
+                }
+                Ok(_) => {}
+                // The reader will see the failure too and close the peer.
+                Err(error) => return WriterEnd { half, unwritten: batch, error: Some(error) },
+            },
+            _ = &mut stop => break,
+        }
+    }
+    WriterEnd {
+        half,
+        unwritten: batch,
+        error: None,
     }
 }

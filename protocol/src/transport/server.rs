@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use super::driver::{self, Connection};
+use super::driver::{self, Connection, Detached, HandOverFailed};
 use super::{ConnectionEvent, Handler, Incoming};
 use crate::dictionary::DisconnectCause;
 use crate::peer::{Node, Role};
@@ -17,11 +17,22 @@ use crate::peer::{Node, Role};
 type Registry = Arc<Mutex<HashMap<SocketAddr, Connection>>>;
 
 /// A listening Diameter server.
-#[derive(Debug)]
 pub struct Server {
     local: SocketAddr,
     connections: Registry,
-    accept: JoinHandle<()>,
+    listener: Arc<TcpListener>,
+    node: Arc<Node>,
+    handler: Arc<dyn Handler>,
+    accept: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local", &self.local)
+            .field("connections", &lock(&self.connections).len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -41,18 +52,101 @@ impl Server {
         node: Arc<Node>,
         handler: Arc<dyn Handler>,
     ) -> std::io::Result<Self> {
+        let server = Self::paused(listener, node, handler)?;
+        server.resume_accepting();
+        Ok(server)
+    }
+
+    /// A server on `listener` that does not accept yet (peers wait in the backlog): a hot
+    /// upgrade's new process [`adopt`](Self::adopt)s its connections first, then calls
+    /// [`resume_accepting`](Self::resume_accepting).
+    pub fn paused(
+        listener: TcpListener,
+        node: Arc<Node>,
+        handler: Arc<dyn Handler>,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let connections: Registry = Arc::default();
         let tracked: Arc<dyn Handler> = Arc::new(Tracked {
             inner: handler,
             connections: connections.clone(),
         });
-        let accept = tokio::spawn(accept_loop(listener, node, tracked, connections.clone()));
         Ok(Self {
             local,
             connections,
-            accept,
+            listener: Arc::new(listener),
+            node,
+            handler: tracked,
+            accept: Mutex::new(None),
         })
+    }
+
+    /// Starts (or restarts) accepting peers.
+    pub fn resume_accepting(&self) {
+        let mut accept = self.accept.lock().unwrap_or_else(|p| p.into_inner());
+        if accept.as_ref().is_some_and(|task| !task.is_finished()) {
+            return;
+        }
+        *accept = Some(tokio::spawn(accept_loop(
+            self.listener.clone(),
+            self.node.clone(),
+            self.handler.clone(),
+            self.connections.clone(),
+        )));
+    }
+
+    /// Stops accepting; peers connecting meanwhile wait in the kernel's backlog.
+    pub fn pause_accepting(&self) {
+        if let Some(task) = self.accept.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+
+    /// A copy of the listening socket (a new descriptor for the same socket), to pass to
+    /// another process.
+    pub fn listener_copy(&self) -> std::io::Result<std::net::TcpListener> {
+        use std::os::fd::AsFd;
+        let fd = self.listener.as_fd().try_clone_to_owned()?;
+        Ok(std::net::TcpListener::from(fd))
+    }
+
+    /// Takes every open connection out of its driver at a message boundary (reading stops,
+    /// the requests already received are answered, the output is flushed), for a hot
+    /// upgrade. Connections that are not open, or do not quiesce within two seconds, keep
+    /// running here and are returned as failures; the caller decides whether to go on.
+    pub async fn detach_all(&self) -> (Vec<Detached>, Vec<(SocketAddr, HandOverFailed)>) {
+        let mut replies = Vec::new();
+        for connection in self.connections() {
+            let (reply, detached) = tokio::sync::oneshot::channel();
+            if connection
+                .commands
+                .send(driver::Command::HandOver(reply))
+                .is_ok()
+            {
+                replies.push((connection.peer_addr(), detached));
+            }
+        }
+        let (mut detached, mut failed) = (Vec::new(), Vec::new());
+        for (addr, reply) in replies {
+            match reply.await {
+                Ok(Ok(connection)) => detached.push(connection),
+                Ok(Err(error)) => failed.push((addr, error)),
+                Err(_) => failed.push((addr, HandOverFailed::Closed)),
+            }
+        }
+        (detached, failed)
+    }
+
+    /// Resumes a connection detached here (a rollback) or in the previous process.
+    pub fn adopt(&self, detached: Detached) -> std::io::Result<Connection> {
+        let remote = detached.stream.peer_addr()?;
+        // Registered before the driver runs, so that its `Up` and a quick `Down` find it.
+        let connection = driver::resume(detached, self.node.clone(), self.handler.clone())?;
+        lock(&self.connections).insert(remote, connection.clone());
+        if !connection.is_open() {
+            lock(&self.connections).remove(&remote);
+        }
+        Ok(connection)
     }
 
     /// The bound address.
@@ -68,7 +162,7 @@ impl Server {
     /// Stops accepting, sends DPR with `cause` to every peer and waits until each
     /// connection is closed (DPA received, or the disconnect timeout passed).
     pub async fn shutdown(self, cause: DisconnectCause) {
-        self.accept.abort();
+        self.pause_accepting();
         let connections = self.connections();
         for connection in &connections {
             connection.disconnect(cause);
@@ -82,7 +176,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.accept.abort();
+        self.pause_accepting();
     }
 }
 
@@ -93,7 +187,7 @@ fn lock(registry: &Registry) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Co
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     node: Arc<Node>,
     handler: Arc<dyn Handler>,
     connections: Registry,

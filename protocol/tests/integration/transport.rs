@@ -18,13 +18,13 @@ use protocol::transport::{
     Client, ClientOptions, Connection, ConnectionEvent, Handler, Incoming, Server,
 };
 
-fn node(host: &str, configure: impl FnOnce(&mut PeerConfig)) -> Arc<Node> {
+pub(crate) fn node(host: &str, configure: impl FnOnce(&mut PeerConfig)) -> Arc<Node> {
     let mut config = PeerConfig::new(host, "example.net");
     configure(&mut config);
     Node::new(config, EndToEndIds::new(1_700_000_000, fastrand::u32(..)))
 }
 
-fn ccr(node: &Node, number: u32) -> Bytes {
+pub(crate) fn ccr(node: &Node, number: u32) -> Bytes {
     let session = format!("client.example.net;1;{number}");
     let ccr = Ccr {
         session_id: &session,
@@ -71,12 +71,12 @@ fn answer(incoming: Incoming) {
 /// Answers every CCR; CC-Request-Number 0 is answered only after `slow`; tracks how many
 /// requests are in flight at once and the events seen.
 #[derive(Default)]
-struct CcaServer {
-    slow: Option<Duration>,
-    delay: Option<Duration>,
-    in_flight: Arc<AtomicUsize>,
-    max_in_flight: Arc<AtomicUsize>,
-    events: Mutex<Vec<ConnectionEvent>>,
+pub(crate) struct CcaServer {
+    pub(crate) slow: Option<Duration>,
+    pub(crate) delay: Option<Duration>,
+    pub(crate) in_flight: Arc<AtomicUsize>,
+    pub(crate) max_in_flight: Arc<AtomicUsize>,
+    pub(crate) events: Mutex<Vec<ConnectionEvent>>,
 }
 
 impl Handler for CcaServer {
@@ -152,7 +152,7 @@ async fn connect(
     (client, connection)
 }
 
-fn cc_request_number(message: &protocol::message::Message) -> u32 {
+pub(crate) fn cc_request_number(message: &protocol::message::Message) -> u32 {
     Cca::decode(&message.view())
         .expect("a CCA")
         .cc_request_number
