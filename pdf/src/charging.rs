@@ -92,7 +92,7 @@ impl Decision {
 }
 
 /// Counters for `/status` and `/metrics`.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct EngineStats {
     /// Sessions opened.
     pub sessions_started: u64,
@@ -517,6 +517,25 @@ impl Engine {
         self.ended
             .order
             .push_back((now + self.config.ended_memory, key));
+    }
+
+    /// The remembered last answers of ended sessions: key, answer, service, and until when
+    /// (for the hot upgrade's snapshot).
+    pub(crate) fn ended_entries(
+        &self,
+    ) -> impl Iterator<Item = (SessionKey, LastAnswer, u8, u32)> + '_ {
+        let mut seen = std::collections::HashSet::new();
+        self.ended.order.iter().rev().filter_map(move |&(until, key)| {
+            let &(last, service) = self.ended.answers.get(&key)?;
+            seen.insert(key).then_some((key, last, service, until))
+        })
+    }
+
+    /// Remembers an ended session's last answer until `until` (restoring a snapshot).
+    pub(crate) fn restore_ended(&mut self, key: SessionKey, last: LastAnswer, service: u8, until: u32) {
+        self.ended.answers.insert(key, (last, service));
+        let at = self.ended.order.partition_point(|&(other, _)| other <= until);
+        self.ended.order.insert(at, (until, key));
     }
 
     fn forget_ended(&mut self, now: u32) {

@@ -141,6 +141,20 @@ impl Ledger {
         }
     }
 
+    /// Sets an account's money as a snapshot describes it (a hot upgrade's new process),
+    /// keeping the running totals right.
+    pub fn restore(&mut self, id: u32, initial: i64, balance: i64, reserved: i64, debited: i64) {
+        let account = self.get_mut(id);
+        let before = (account.balance, account.reserved, account.debited);
+        account.initial = initial;
+        account.balance = balance;
+        account.reserved = reserved;
+        account.debited = debited;
+        self.totals.0 += balance - before.0;
+        self.totals.1 += reserved - before.1;
+        self.totals.2 += debited - before.2;
+    }
+
     /// Every account whose books do not balance (empty when all is well).
     pub fn check(&self) -> Vec<Imbalance> {
         self.iter()

@@ -19,5 +19,6 @@ pub mod ledger;
 pub mod metrics;
 pub mod population;
 pub mod server;
+pub mod snapshot;
 pub mod sessions;
 pub mod tariff;
