@@ -24,7 +24,8 @@ use crate::server::PdfHandler;
 /// The state-schema version (the hot upgrade's `code_change` converts older ones).
 pub const STATE_SCHEMA: u32 = 1;
 
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (state schema 1)");
+/// The version `--version` prints and a hot upgrade's HELLO announces.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (state schema 1)");
 
 const EXIT_CODES: &str = "Exit status:
   0  stopped in order (SIGTERM or SIGINT: DPR with REBOOTING sent to every peer)

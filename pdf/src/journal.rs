@@ -448,6 +448,24 @@ impl Journal {
     /// process; an unreadable or mismatched snapshot; a log record naming an account out of
     /// range or breaking the sequence (each naming the file, and the offset for the log).
     pub fn open(config: &JournalConfig, accounts: u32) -> anyhow::Result<(Journal, Recovered)> {
+        Self::open_with(config, accounts, true)
+    }
+
+    /// Opens the journal a previous process of the same node just closed, without a new
+    /// Origin-State-Id: a hot upgrade (or its rollback) lost no state, so peers must not
+    /// think it did. [`Recovered::origin_state_id`] is the current one.
+    pub fn open_continuing(
+        config: &JournalConfig,
+        accounts: u32,
+    ) -> anyhow::Result<(Journal, Recovered)> {
+        Self::open_with(config, accounts, false)
+    }
+
+    fn open_with(
+        config: &JournalConfig,
+        accounts: u32,
+        bump: bool,
+    ) -> anyhow::Result<(Journal, Recovered)> {
         match (config.durability, &config.dir) {
             (Durability::None, dir) => {
                 if let Some(dir) = dir {
@@ -468,7 +486,7 @@ impl Journal {
                 Ok((journal, recovered))
             }
             (Durability::Group, None) => bail!("journal durability `group` needs a data directory"),
-            (Durability::Group, Some(dir)) => Self::open_dir(config, dir, accounts),
+            (Durability::Group, Some(dir)) => Self::open_dir(config, dir, accounts, bump),
         }
     }
 
@@ -476,6 +494,7 @@ impl Journal {
         config: &JournalConfig,
         dir: &Path,
         accounts: u32,
+        bump: bool,
     ) -> anyhow::Result<(Journal, Recovered)> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let lock_path = dir.join(LOCK_FILE);
@@ -518,7 +537,11 @@ impl Journal {
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
         let replay = replay(&log_path, &mut log, snapshot_records, &mut debited)?;
-        let origin_state_id = bump_origin_state_id(dir)?;
+        let origin_state_id = if bump {
+            bump_origin_state_id(dir)?
+        } else {
+            current_origin_state_id(dir)?
+        };
         sync_dir(dir)?;
 
         let recovered = Recovered {
@@ -1034,6 +1057,19 @@ fn replay(
     })
 }
 
+/// Reads the Origin-State-Id (a new directory gets one, as when bumping).
+fn current_origin_state_id(dir: &Path) -> anyhow::Result<u32> {
+    let path = dir.join(ORIGIN_STATE_ID_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse::<u32>()
+            .with_context(|| format!("{}: not a u32: {text:?}", path.display())),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => bump_origin_state_id(dir),
+        Err(error) => Err(error).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// Reads, increments and stores the Origin-State-Id (the unix time for a new directory).
 fn bump_origin_state_id(dir: &Path) -> anyhow::Result<u32> {
     let path = dir.join(ORIGIN_STATE_ID_FILE);
@@ -1138,6 +1174,21 @@ mod tests {
         assert_eq!(Record::decode(&fixed), Some(record));
         fixed[13] ^= 1;
         assert_eq!(Record::decode(&fixed), None);
+    }
+
+    #[tokio::test]
+    async fn open_continuing_keeps_the_origin_state_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = group(dir.path(), 0);
+        let (journal, first) = Journal::open(&config, 4).expect("open");
+        let _ = journal.append(1, 5).durable().await;
+        journal.close().expect("close");
+        let (journal, again) = Journal::open_continuing(&config, 4).expect("reopen");
+        assert_eq!(again.origin_state_id, first.origin_state_id);
+        assert_eq!(again.debited[1], 5);
+        journal.close().expect("close");
+        let (_journal, bumped) = Journal::open(&config, 4).expect("reopen");
+        assert_eq!(bumped.origin_state_id, first.origin_state_id + 1);
     }
 
     #[tokio::test]

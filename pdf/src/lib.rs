@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod charging;
 pub mod config;
+pub mod hot;
 pub mod journal;
 pub mod ledger;
 pub mod metrics;

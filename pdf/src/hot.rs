@@ -1,0 +1,534 @@
+//! The hot upgrade (DESIGN.md section 5; the relup of this world): a running PDF hands its
+//! listening sockets, its established Diameter connections and its state to a new binary
+//! on the same host, and no peer sees a connection close.
+//!
+//! The old process starts the new binary with `--takeover PATH`, a Unix socket it listens
+//! on, and they talk over it (the control channel; frames of `[u32 length][u8 kind]
+//! [postcard body]`, descriptors passed with SCM_RIGHTS):
+//!
+//! ```text
+//!   new -> old  HELLO      pid, version, the state schemas it reads   (old refuses if not ours)
+//!   old -> new  LISTENERS  the Diameter and admin listening sockets (old stops accepting)
+//!   old -> new  CONNECTION per connection, quiesced at a message boundary: the socket, its
+//!                          unread and unwritten bytes, its peer state
+//!   old -> new  STATE      the versioned snapshot (crate::snapshot); the journal is closed
+//!   new -> old  READY      the new process restored and checked everything and holds the
+//!                          journal: the commit point. Old exits without DPR or shutdown().
+//!   new -> old  FAILED     with the reason; old resumes (as on a crash or a timeout)
+//! ```
+//!
+//! Before READY, any failure (the new process refuses, crashes, times out, fails a check)
+//! makes the old process resume: it reopens its journal, re-adopts its connections with
+//! their unread and unwritten bytes, and accepts again. Nothing was lost, because the new
+//! process reads and writes no socket before READY.
+//!
+//! Fault injection for tests: `PDF_HOT_FAULT=<phase>` makes the new process kill itself
+//! with SIGKILL when it reaches that phase (`hello`, `listeners`, `connections`, `state`,
+//! `journal`, `ready`).
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use protocol::peer::PeerState;
+use protocol::transport::Detached;
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::snapshot::{self, Snapshot};
+
+const HELLO: u8 = 1;
+const LISTENERS: u8 = 2;
+const CONNECTION: u8 = 3;
+const STATE: u8 = 4;
+const READY: u8 = 5;
+const FAILED: u8 = 6;
+
+/// How long the old process waits for the new one at each step before resuming.
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What to start: the new binary and its arguments (`--takeover` is added).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+pub struct UpgradeRequest {
+    /// The new binary.
+    pub binary: PathBuf,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// What a successful hot upgrade did, for the admin port's answer and the logs.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct UpgradeReport {
+    /// The new process.
+    pub new_pid: u32,
+    /// Its version, as it said in HELLO.
+    pub new_version: String,
+    /// From the moment connections stopped being read to READY, in milliseconds.
+    pub pause_ms: f64,
+    /// Connections handed over.
+    pub connections: usize,
+    /// Live sessions handed over.
+    pub sessions: usize,
+    /// The snapshot's size.
+    pub snapshot_bytes: usize,
+    /// The state schema sent.
+    pub schema: u32,
+    /// Milliseconds per phase: start (until HELLO), quiesce, snapshot, send, restore (until
+    /// READY).
+    pub phases_ms: Vec<(String, f64)>,
+}
+
+/// The HELLO message.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct Hello {
+    pid: u32,
+    version: String,
+    readable: Vec<u32>,
+}
+
+/// The LISTENERS message (with two descriptors: Diameter, admin).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct Listeners {
+    connections: u32,
+}
+
+/// One CONNECTION message (with its socket's descriptor).
+#[derive(Deserialize, Serialize)]
+struct ConnectionMessage {
+    unread: Vec<u8>,
+    unwritten: Vec<u8>,
+    state: PeerState,
+}
+
+/// READY, or FAILED with the reason.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct Outcome {
+    pid: u32,
+    reason: Option<String>,
+}
+
+// ---- the control channel ----------------------------------------------------------------
+
+/// One end of the control channel.
+pub struct Channel {
+    stream: UnixStream,
+}
+
+impl Channel {
+    fn new(stream: UnixStream) -> io::Result<Self> {
+        stream.set_read_timeout(Some(STEP_TIMEOUT))?;
+        stream.set_write_timeout(Some(STEP_TIMEOUT))?;
+        Ok(Self { stream })
+    }
+
+    /// Connects to the old process's control socket.
+    pub fn connect(path: &Path) -> io::Result<Self> {
+        Self::new(UnixStream::connect(path)?)
+    }
+
+    /// Sends one frame; `fds` travel with its first byte.
+    fn send(&mut self, kind: u8, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let mut header = [0u8; 5];
+        header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+        header[4] = kind;
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::other("too many descriptors for one frame"));
+        }
+        let iov = [IoSlice::new(&header)];
+        let sent = sendmsg(&self.stream, &iov, &mut control, SendFlags::empty())?;
+        self.stream.write_all(&header[sent..])?;
+        self.stream.write_all(body)
+    }
+
+    /// Receives one frame and the descriptors that came with it.
+    fn recv(&mut self) -> io::Result<(u8, Vec<u8>, Vec<OwnedFd>)> {
+        let mut header = [0u8; 5];
+        let mut fds = Vec::new();
+        let received = {
+            let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+            let mut control = RecvAncillaryBuffer::new(&mut space);
+            let mut iov = [IoSliceMut::new(&mut header)];
+            let message = recvmsg(
+                &self.stream,
+                &mut iov,
+                &mut control,
+                RecvFlags::CMSG_CLOEXEC,
+            )?;
+            for message in control.drain() {
+                if let RecvAncillaryMessage::ScmRights(received) = message {
+                    fds.extend(received);
+                }
+            }
+            message.bytes
+        };
+        if received == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.stream.read_exact(&mut header[received..])?;
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let mut body = vec![0u8; length];
+        self.stream.read_exact(&mut body)?;
+        Ok((header[4], body, fds))
+    }
+
+    fn send_message<T: Serialize>(
+        &mut self,
+        kind: u8,
+        message: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        let body = postcard::to_stdvec(message).map_err(io::Error::other)?;
+        self.send(kind, &body, fds)
+    }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(kind: &str, body: &[u8]) -> anyhow::Result<T> {
+    postcard::from_bytes(body).map_err(|e| anyhow!("unreadable {kind} message: {e}"))
+}
+
+// ---- the old process's side ---------------------------------------------------------------
+
+/// The new process, started and said HELLO, not yet given anything.
+pub struct Successor {
+    child: Child,
+    channel: Channel,
+    hello: Hello,
+    socket: PathBuf,
+    started: Instant,
+}
+
+impl Successor {
+    /// Starts `request.binary` with its arguments and `--takeover`, and waits for its HELLO.
+    /// Refuses (and stops it) if it cannot read our state schema.
+    pub fn start(request: &UpgradeRequest) -> anyhow::Result<Self> {
+        let started = Instant::now();
+        let socket = std::env::temp_dir().join(format!(
+            "pdf-takeover-{}-{}.sock",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let listener = UnixListener::bind(&socket)
+            .with_context(|| format!("binding the control socket {}", socket.display()))?;
+        listener.set_nonblocking(true)?;
+        let mut child = Command::new(&request.binary)
+            .args(&request.args)
+            .arg("--takeover")
+            .arg(&socket)
+            .spawn()
+            .with_context(|| format!("starting {}", request.binary.display()))?;
+        let result = (|| {
+            let stream = loop {
+                match listener.accept() {
+                    Ok((stream, _)) => break stream,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                        if let Some(status) = child.try_wait()? {
+                            bail!("the new binary exited before saying HELLO ({status})");
+                        }
+                        if started.elapsed() > STEP_TIMEOUT {
+                            bail!("the new binary did not connect within {STEP_TIMEOUT:?}");
+                        }
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            };
+            stream.set_nonblocking(false)?;
+            let mut channel = Channel::new(stream)?;
+            let (kind, body, _) = channel.recv().context("waiting for HELLO")?;
+            if kind == FAILED {
+                let outcome: Outcome = decode("FAILED", &body)?;
+                bail!(
+                    "the new binary gave up: {}",
+                    outcome.reason.unwrap_or_default()
+                );
+            }
+            if kind != HELLO {
+                bail!("expected HELLO, got message kind {kind}");
+            }
+            let hello: Hello = decode("HELLO", &body)?;
+            if !hello.readable.contains(&snapshot::SCHEMA) {
+                bail!(
+                    "the new binary ({}) reads state schemas {:?}, not ours ({}): refused, still serving",
+                    hello.version,
+                    hello.readable,
+                    snapshot::SCHEMA
+                );
+            }
+            Ok((channel, hello))
+        })();
+        let _ = std::fs::remove_file(&socket);
+        match result {
+            Ok((channel, hello)) => Ok(Self {
+                child,
+                channel,
+                hello,
+                socket,
+                started,
+            }),
+            Err(error) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(error)
+            }
+        }
+    }
+
+    /// The new process's pid.
+    pub fn pid(&self) -> u32 {
+        self.hello.pid
+    }
+
+    /// How long starting it took.
+    pub fn start_time(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Sends the listening sockets; `connections` is how many CONNECTION messages follow.
+    pub fn send_listeners(
+        &mut self,
+        diameter: BorrowedFd<'_>,
+        admin: BorrowedFd<'_>,
+        connections: usize,
+    ) -> io::Result<()> {
+        self.channel.send_message(
+            LISTENERS,
+            &Listeners {
+                connections: connections as u32,
+            },
+            &[diameter, admin],
+        )
+    }
+
+    /// Sends one quiesced connection (the old process keeps its copy, for a rollback).
+    pub fn send_connection(&mut self, connection: &Detached) -> io::Result<()> {
+        let message = ConnectionMessage {
+            unread: connection.unread.to_vec(),
+            unwritten: connection.unwritten.to_vec(),
+            state: connection.state.clone(),
+        };
+        self.channel
+            .send_message(CONNECTION, &message, &[connection.stream.as_fd()])
+    }
+
+    /// Sends the snapshot.
+    pub fn send_state(&mut self, snapshot: &[u8]) -> io::Result<()> {
+        self.channel.send(STATE, snapshot, &[])
+    }
+
+    /// Waits for READY. Any other outcome (FAILED, a crash, a timeout) stops the new
+    /// process and is an error: the caller resumes.
+    pub fn wait_ready(mut self) -> anyhow::Result<u32> {
+        let result = match self.channel.recv() {
+            Ok((READY, body, _)) => decode::<Outcome>("READY", &body).map(|o| o.pid),
+            Ok((FAILED, body, _)) => decode::<Outcome>("FAILED", &body).and_then(|o| {
+                Err(anyhow!(
+                    "the new binary failed: {}",
+                    o.reason.unwrap_or_default()
+                ))
+            }),
+            Ok((kind, _, _)) => Err(anyhow!("expected READY, got message kind {kind}")),
+            Err(error) => Err(anyhow!("no READY from the new binary: {error}")),
+        };
+        match result {
+            // The new process goes on alone; it is not ours to wait for.
+            Ok(pid) => Ok(pid),
+            Err(error) => {
+                self.abandon();
+                Err(error)
+            }
+        }
+    }
+
+    /// Stops the new process (before READY) and waits until it is gone, so that it no
+    /// longer holds the journal.
+    pub fn abandon(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// The version it announced.
+    pub fn version(&self) -> &str {
+        &self.hello.version
+    }
+}
+
+// ---- the new process's side ---------------------------------------------------------------
+
+/// What the new process received before it restores: sockets, connections and the state.
+pub struct Inheritance {
+    /// The Diameter listening socket.
+    pub diameter: std::net::TcpListener,
+    /// The admin listening socket.
+    pub admin: std::net::TcpListener,
+    /// The connections, quiesced.
+    pub connections: Vec<Detached>,
+    /// The snapshot, decoded and converted to the current schema.
+    pub snapshot: Snapshot,
+    /// Its size in bytes.
+    pub snapshot_bytes: usize,
+    channel: Channel,
+}
+
+/// Dies at `phase` if the test harness asked for it (`PDF_HOT_FAULT`).
+pub fn fault_point(phase: &str) {
+    if std::env::var("PDF_HOT_FAULT").is_ok_and(|wanted| wanted == phase) {
+        tracing::warn!(phase, "PDF_HOT_FAULT: killing this process");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+    }
+}
+
+impl Inheritance {
+    /// Connects to the old process, says HELLO and receives everything. Errors are sent to
+    /// the old process as FAILED (it resumes) and returned.
+    pub fn receive(path: &Path) -> anyhow::Result<Self> {
+        let mut channel = Channel::connect(path)
+            .with_context(|| format!("connecting to the control socket {}", path.display()))?;
+        fault_point("hello");
+        channel.send_message(
+            HELLO,
+            &Hello {
+                pid: std::process::id(),
+                version: crate::app::VERSION.to_owned(),
+                readable: snapshot::READABLE.to_vec(),
+            },
+            &[],
+        )?;
+        match Self::receive_rest(&mut channel) {
+            Ok((diameter, admin, connections, snapshot, snapshot_bytes)) => Ok(Self {
+                diameter,
+                admin,
+                connections,
+                snapshot,
+                snapshot_bytes,
+                channel,
+            }),
+            Err(error) => {
+                let _ = fail(&mut channel, &error);
+                Err(error)
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn receive_rest(
+        channel: &mut Channel,
+    ) -> anyhow::Result<(
+        std::net::TcpListener,
+        std::net::TcpListener,
+        Vec<Detached>,
+        Snapshot,
+        usize,
+    )> {
+        let (kind, body, fds) = channel.recv().context("waiting for LISTENERS")?;
+        if kind != LISTENERS || fds.len() != 2 {
+            bail!(
+                "expected LISTENERS with 2 sockets, got kind {kind} with {}",
+                fds.len()
+            );
+        }
+        let listeners: Listeners = decode("LISTENERS", &body)?;
+        let mut fds = fds.into_iter();
+        let diameter = std::net::TcpListener::from(fds.next().expect("checked: two"));
+        let admin = std::net::TcpListener::from(fds.next().expect("checked: two"));
+        fault_point("listeners");
+        let mut connections = Vec::with_capacity(listeners.connections as usize);
+        for i in 0..listeners.connections {
+            let (kind, body, fds) = channel
+                .recv()
+                .with_context(|| format!("waiting for connection {i}"))?;
+            let Some(fd) = fds.into_iter().next().filter(|_| kind == CONNECTION) else {
+                bail!("expected CONNECTION with its socket, got kind {kind}");
+            };
+            let message: ConnectionMessage = decode("CONNECTION", &body)?;
+            connections.push(Detached {
+                stream: std::net::TcpStream::from(fd),
+                unread: Bytes::from(message.unread),
+                unwritten: Bytes::from(message.unwritten),
+                state: message.state,
+            });
+            if i == 0 {
+                fault_point("connections");
+            }
+        }
+        let (kind, body, _) = channel.recv().context("waiting for STATE")?;
+        if kind != STATE {
+            bail!("expected STATE, got kind {kind}");
+        }
+        fault_point("state");
+        let snapshot = Snapshot::decode(&body)?;
+        Ok((diameter, admin, connections, snapshot, body.len()))
+    }
+
+    /// Reports READY: from now on this process owns everything and the old one exits.
+    pub fn ready(mut self) -> io::Result<()> {
+        fault_point("ready");
+        self.channel.send_message(
+            READY,
+            &Outcome {
+                pid: std::process::id(),
+                reason: None,
+            },
+            &[],
+        )
+    }
+
+    /// Reports FAILED: the old process resumes.
+    pub fn failed(mut self, error: &anyhow::Error) {
+        let _ = fail(&mut self.channel, error);
+    }
+}
+
+fn fail(channel: &mut Channel, error: &anyhow::Error) -> io::Result<()> {
+    channel.send_message(
+        FAILED,
+        &Outcome {
+            pid: std::process::id(),
+            reason: Some(format!("{error:#}")),
+        },
+        &[],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_carry_bodies_and_descriptors() {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let (mut a, mut b) = (Channel::new(a).expect("a"), Channel::new(b).expect("b"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let big = vec![7u8; 3 * 1024 * 1024];
+        let sender = std::thread::spawn(move || {
+            a.send(LISTENERS, b"two", &[listener.as_fd(), listener.as_fd()])
+                .expect("send");
+            a.send(STATE, &big, &[]).expect("send big");
+        });
+        let (kind, body, fds) = b.recv().expect("recv");
+        assert_eq!(
+            (kind, body.as_slice(), fds.len()),
+            (LISTENERS, &b"two"[..], 2)
+        );
+        let received = std::net::TcpListener::from(fds.into_iter().next().expect("fd"));
+        assert_eq!(received.local_addr().expect("addr"), addr);
+        let (kind, body, fds) = b.recv().expect("recv big");
+        assert_eq!((kind, body.len(), fds.len()), (STATE, 3 * 1024 * 1024, 0));
+        assert!(body.iter().all(|&byte| byte == 7));
+        sender.join().expect("sender");
+    }
+}
