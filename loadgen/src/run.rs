@@ -669,7 +669,6 @@ impl Ctx {
             .as_ref()
             .map_or(0.0, |d| d.sample(&mut rng))
             .max(1.0);
-        let interval = mix.interval.map_or(30.0, |i| i.0.as_secs_f64());
         let start = Instant::now();
         match self
             .exchange(
@@ -691,6 +690,8 @@ impl Ctx {
         let mut elapsed = 0.0;
         let mut number = 0;
         let end = loop {
+            // A fixed interval draws nothing; a distribution draws each interval afresh.
+            let interval = mix.interval.as_ref().map_or(30.0, |i| i.next(&mut rng));
             let next = (elapsed + interval).min(length);
             let intended = start + Duration::from_secs_f64(next / scale);
             // Sessions still going when the run ends stop at their next tick, not all at the

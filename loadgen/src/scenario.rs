@@ -189,9 +189,10 @@ pub struct Mix {
     /// Session length (ignored for events).
     #[serde(default)]
     pub duration: Option<Dist>,
-    /// Time between INTERIM records.
+    /// Time between INTERIM records: a duration (`"30s"`), or a distribution drawn again
+    /// for every interval (`{ dist = "exponential", mean = "30s" }`).
     #[serde(default)]
-    pub interval: Option<Span>,
+    pub interval: Option<Interval>,
     /// Data: octets used per interval (voice uses the interval's seconds).
     #[serde(default)]
     pub usage: Option<Dist>,
@@ -205,6 +206,59 @@ impl Mix {
             Kind::Data => 10,
             Kind::Event => 20,
         })
+    }
+}
+
+/// The time between a session's INTERIM records: one fixed duration, or a distribution of
+/// seconds drawn again for each interval from the session's random stream.
+#[derive(Clone, Debug)]
+pub enum Interval {
+    /// Always this long (`interval = "30s"`); draws nothing from the random stream.
+    Fixed(Span),
+    /// Drawn for every interval (`interval = { dist = "exponential", mean = "30s" }`).
+    Drawn(Dist),
+}
+
+/// The shortest interval a draw gives (a draw of 0 would send records back to back).
+pub const MIN_INTERVAL_SECONDS: f64 = 0.001;
+
+impl Interval {
+    /// The next interval, in nominal seconds (before `time_scale`); at least
+    /// [`MIN_INTERVAL_SECONDS`].
+    pub fn next(&self, rng: &mut fastrand::Rng) -> f64 {
+        match self {
+            Interval::Fixed(span) => span.0.as_secs_f64(),
+            Interval::Drawn(dist) => dist.sample(rng).max(MIN_INTERVAL_SECONDS),
+        }
+    }
+
+    /// The mean interval in nominal seconds.
+    pub fn mean(&self) -> f64 {
+        match self {
+            Interval::Fixed(span) => span.0.as_secs_f64(),
+            Interval::Drawn(dist) => dist.mean().max(MIN_INTERVAL_SECONDS),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Interval {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read the value first, so that a table gets the distribution's own errors (unknown
+        // `dist`, a misspelt key) rather than "did not match any variant".
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match value {
+            serde_json::Value::Object(_) => Dist::deserialize(value)
+                .map(Interval::Drawn)
+                .map_err(serde::de::Error::custom),
+            serde_json::Value::String(_) | serde_json::Value::Number(_) => {
+                Span::deserialize(value)
+                    .map(Interval::Fixed)
+                    .map_err(serde::de::Error::custom)
+            }
+            other => Err(serde::de::Error::custom(format!(
+                "expected a duration (\"30s\") or a distribution table ({{ dist = ... }}), got {other}"
+            ))),
+        }
     }
 }
 
@@ -998,7 +1052,15 @@ impl Scenario {
     pub fn read_files(&mut self, base: &Path) -> Result<(), String> {
         for (i, mix) in self.mix.iter_mut().enumerate() {
             let key = format!("mix[{i}] ({})", mix.name);
-            for (what, dist) in [("duration", &mut mix.duration), ("usage", &mut mix.usage)] {
+            let interval = match &mut mix.interval {
+                Some(Interval::Drawn(dist)) => Some(dist),
+                _ => None,
+            };
+            for (what, dist) in [
+                ("duration", mix.duration.as_mut()),
+                ("usage", mix.usage.as_mut()),
+                ("interval", interval),
+            ] {
                 if let Some(dist) = dist {
                     dist.read_file(base)
                         .map_err(|e| format!("{key}.{what}: empirical: {e}"))?;
@@ -1034,12 +1096,30 @@ impl Scenario {
                     mix.kind
                 ))?;
                 duration.validate(&format!("{key}.duration"))?;
-                let interval = mix.interval.ok_or(format!(
+                let interval = mix.interval.as_ref().ok_or(format!(
                     "{key}.interval: a {:?} session needs an INTERIM interval",
                     mix.kind
                 ))?;
-                if interval.0.is_zero() {
-                    return Err(format!("{key}.interval: must be longer than 0"));
+                match interval {
+                    Interval::Fixed(span) if span.0.is_zero() => {
+                        return Err(format!("{key}.interval: must be longer than 0"));
+                    }
+                    Interval::Fixed(_) => {}
+                    Interval::Drawn(dist) => {
+                        dist.validate(&format!("{key}.interval"))?;
+                        if dist.mean().is_nan() || dist.mean() <= 0.0 {
+                            return Err(format!(
+                                "{key}.interval: {} must have a mean longer than 0",
+                                dist.name()
+                            ));
+                        }
+                        if dist.mean().is_infinite() {
+                            return Err(format!(
+                                "{key}.interval: {} has no finite mean: give it a max",
+                                dist.name()
+                            ));
+                        }
+                    }
                 }
             }
             if mix.kind == Kind::Data {
@@ -1209,10 +1289,12 @@ impl Scenario {
                         d.name()
                     ),
                 },
-                mix.interval.map_or("-".to_owned(), |i| format!(
-                    "{:.1} s",
-                    i.0.as_secs_f64() / self.time_scale
-                )),
+                mix.interval.as_ref().map_or("-".to_owned(), |i| match i {
+                    Interval::Fixed(span) =>
+                        format!("{:.1} s", span.0.as_secs_f64() / self.time_scale),
+                    Interval::Drawn(dist) =>
+                        format!("{}, mean {:.1} s", dist.name(), i.mean() / self.time_scale),
+                }),
                 mix.usage.as_ref().map_or(String::new(), |u| format!(
                     ", usage {} with mean {:.0} octets",
                     u.name(),
@@ -1580,6 +1662,92 @@ mod tests {
             format!("{VOICE}duration = {{ dist = \"empirical\", file = \"data/empty.csv\" }}\n");
         let error = Scenario::parse(&text, &scenario_path).expect_err("empty");
         assert!(error.contains("empty.csv: no values"), "{error}");
+    }
+
+    #[test]
+    fn an_interval_is_a_duration_or_a_distribution() {
+        let path = Path::new("interval.toml");
+        let voice = VOICE.replace("interval = \"30s\"\n", "");
+        let with = |interval: &str| {
+            Scenario::parse(
+                &format!(
+                    "{voice}duration = {{ dist = \"constant\", value = 600 }}\ninterval = {interval}\n"
+                ),
+                path,
+            )
+        };
+        // The fixed form: always the same, and no draw from the session's stream.
+        for fixed in ["\"30s\"", "30", "\"0.5m\""] {
+            let scenario = with(fixed).expect(fixed);
+            let interval = scenario.mix[0].interval.as_ref().expect("interval");
+            assert!(matches!(interval, Interval::Fixed(_)), "{interval:?}");
+            let mut rng = fastrand::Rng::with_seed(3);
+            let before = rng.clone().u64(..);
+            assert_eq!(interval.next(&mut rng), 30.0);
+            assert_eq!(rng.u64(..), before, "a fixed interval draws nothing");
+            assert!(
+                scenario.plan().contains("interval 30.0 s"),
+                "{}",
+                scenario.plan()
+            );
+        }
+        // A distribution: drawn afresh each time, reproducibly from the stream.
+        let scenario =
+            with("{ dist = \"exponential\", mean = \"30s\", min = \"5s\", max = \"2m\" }")
+                .expect("valid");
+        let interval = scenario.mix[0].interval.as_ref().expect("interval");
+        let draws = |seed| {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            (0..2000)
+                .map(|_| interval.next(&mut rng))
+                .collect::<Vec<f64>>()
+        };
+        let (a, b) = (draws(5), draws(5));
+        assert_eq!(a, b, "the same stream draws the same intervals");
+        assert!(a.iter().all(|d| (5.0..=120.0).contains(d)));
+        let mean = a.iter().sum::<f64>() / a.len() as f64;
+        assert!(
+            (mean - interval.mean()).abs() < 0.06 * interval.mean(),
+            "{mean} vs {}",
+            interval.mean()
+        );
+        assert!(a.iter().any(|&d| d < 10.0) && a.iter().any(|&d| d > 60.0));
+        let plan = scenario.plan();
+        assert!(plan.contains("interval exponential, mean"), "{plan}");
+        // A draw of 0 is taken as the shortest interval, not a busy loop.
+        let scenario = with("{ dist = \"uniform\", min = 0, max = 2 }").expect("valid");
+        let mut rng = fastrand::Rng::with_seed(1);
+        let interval = scenario.mix[0].interval.as_ref().expect("interval");
+        assert!((0..1000).all(|_| interval.next(&mut rng) >= MIN_INTERVAL_SECONDS));
+
+        // Errors name the file and the key.
+        for (interval, want) in [
+            ("\"0s\"", "mix[0] (v).interval: must be longer than 0"),
+            (
+                "{ dist = \"constant\", value = 0 }",
+                "mix[0] (v).interval: constant must have a mean longer than 0",
+            ),
+            ("{ dist = \"exponential\", men = 3 }", "unknown field `men`"),
+            ("{ dist = \"gamma\", mean = 3 }", "unknown variant `gamma`"),
+            (
+                "{ dist = \"pareto\", scale = 1, shape = 0.5 }",
+                "mix[0] (v).interval: pareto has no finite mean",
+            ),
+            ("\"3 fortnights\"", "unknown unit"),
+            ("true", "expected a duration"),
+        ] {
+            let error = with(interval).expect_err(interval);
+            assert!(
+                error.contains("interval.toml") && error.contains(want),
+                "{interval}: {error}"
+            );
+        }
+        // A misspelt key inside the table: the TOML error shows the `interval = ` line.
+        let error = with("{ dist = \"exponential\", men = 3 }").expect_err("typo");
+        assert!(
+            error.contains("line 11") && error.contains("interval ="),
+            "{error}"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use pdf::population::{BalanceDistribution, PopulationSpec};
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{Number, Scenario, Span};
+use crate::scenario::{Dist, Interval, Number, Scenario, Span};
 
 /// The strings [`crate::scenario::parse_duration`] reads: a number, optionally a unit.
 const DURATION_PATTERN: &str = r"^\s*\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*(ms|s|m|h|d)?\s*$";
@@ -35,6 +35,21 @@ impl JsonSchema for Span {
                 { "type": "number", "minimum": 0 },
                 { "type": "string", "pattern": DURATION_PATTERN }
             ]
+        })
+    }
+}
+
+impl JsonSchema for Interval {
+    fn schema_name() -> Cow<'static, str> {
+        "Interval".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let span = generator.subschema_for::<Span>();
+        let dist = generator.subschema_for::<Dist>();
+        json_schema!({
+            "description": "Time between INTERIM records: a duration, or a distribution of seconds drawn again for every interval.",
+            "anyOf": [span, dist]
         })
     }
 }
@@ -204,6 +219,40 @@ mod tests {
                 .map(|e| format!("{} at {}", e, e.instance_path()))
                 .collect();
             assert!(errors.is_empty(), "{file}: {errors:#?}");
+        }
+    }
+
+    #[test]
+    fn an_interval_is_a_duration_or_a_distribution_in_the_schema_too() {
+        use serde_json::json;
+        let validator = validator();
+        let (_, good) = scenarios()
+            .into_iter()
+            .find(|(file, _)| file.ends_with("ci-smoke.toml"))
+            .expect("ci-smoke.toml");
+        for (interval, valid) in [
+            (json!("30s"), true),
+            (json!(30), true),
+            (
+                json!({ "dist": "exponential", "mean": "30s", "max": "2m" }),
+                true,
+            ),
+            (
+                json!({ "dist": "uniform", "min": "10s", "max": "50s" }),
+                true,
+            ),
+            (json!({ "dist": "exponential", "men": "30s" }), false),
+            (json!({ "dist": "gamma", "mean": 3 }), false),
+            (json!("30 fortnights"), false),
+            (json!(true), false),
+        ] {
+            let mut value = good.clone();
+            value["mix"][0]["interval"] = interval.clone();
+            assert_eq!(validator.is_valid(&value), valid, "{interval}");
+            // The loadgen agrees (on what it can read without files).
+            let text = toml::to_string(&value).expect("TOML");
+            let read = Scenario::parse(&text, std::path::Path::new("x.toml"));
+            assert_eq!(read.is_ok(), valid, "{interval}: {read:?}");
         }
     }
 
