@@ -374,8 +374,6 @@ fn pass_fail(passed: bool) -> &'static str {
 
 /// What the page does not plot, and why (the footer says so, so no one looks for it).
 pub(crate) const NOT_PLOTTED: &str = "<p>Not plotted yet:</p>\n<ul>\n\
-<li>Thresholds scoped to an event window: thresholds cover the whole run; the event markers \
-only show when each event fired.</li>\n\
 <li>Live sessions per PDF node: the timeline counts live sessions in total only; the \
 loadgen does not yet learn which PDF node holds a session.</li>\n\
 <li>Sessions ended by charging decisions over time: the timeline records only sessions lost \
@@ -524,6 +522,22 @@ pub fn render(report: &Report) -> String {
             );
         }
         page += "</table>\n";
+    }
+    if !report.slo_windows.is_empty() {
+        page += "<p>Windows (thresholds named <code>window.key</code> judge only the timeline \
+                 seconds that overlap them):</p>\n<ul>\n";
+        for span in &report.slo_windows {
+            let _ = writeln!(
+                page,
+                "<li><code>{}</code>: {:.1} s to {:.1} s after traffic started ({}), {} seconds judged</li>",
+                escape(&span.name),
+                span.from_s,
+                span.to_s,
+                escape(&span.anchor),
+                span.seconds.len()
+            );
+        }
+        page += "</ul>\n";
     }
     let _ = writeln!(
         page,
@@ -753,7 +767,6 @@ mod tests {
             "1.50",
             "Not plotted yet",
             "per PDF node",
-            "Thresholds scoped to an event window",
         ] {
             assert!(page.contains(text), "{text} missing");
         }

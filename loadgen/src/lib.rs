@@ -11,6 +11,7 @@
 //! - [`compare`]: `loadgen compare`, several runs side by side;
 //! - [`shard`]: `--shard i/N`, one N-th of the population and of the load;
 //! - [`merge`]: `loadgen merge`, shard reports combined exactly;
+//! - [`windows`]: thresholds scoped to a window of the timeline (`[[slo.window]]`);
 //! - [`schema`]: `loadgen schema`, the JSON Schema of the scenario format.
 
 pub mod compare;
@@ -23,3 +24,4 @@ pub mod run;
 pub mod scenario;
 pub mod schema;
 pub mod shard;
+pub mod windows;

@@ -245,7 +245,16 @@ pub fn merge(inputs: &[(String, Report)]) -> Result<Report, String> {
         .map(|(_, r)| r.elapsed_seconds)
         .fold(0.0, f64::max);
     let answered: u64 = steps.iter().map(|s| s.answered).sum();
-    let thresholds = judge(&first.slo, &steps, &sessions, failed, &books);
+    let mut thresholds = judge(&first.slo, &steps, &sessions, failed, &books);
+    let timeline = merge_timelines(&reports);
+    // Windows are judged again over the merged timeline (its p99 per second is an upper
+    // bound, so a window's p99 threshold is judged conservatively).
+    let mut slo_windows = first.slo_windows.clone();
+    thresholds.extend(crate::windows::judge(
+        &first.slo.window,
+        &mut slo_windows,
+        &timeline,
+    ));
     Ok(Report {
         report_version: REPORT_VERSION,
         scenario: first.scenario.clone(),
@@ -258,7 +267,7 @@ pub fn merge(inputs: &[(String, Report)]) -> Result<Report, String> {
         loadgen_behind_us: (behind.value_at_quantile(0.99), behind.max()),
         books,
         thresholds,
-        timeline: merge_timelines(&reports),
+        timeline,
         shard: None,
         merged: Some(Merged {
             shards: count,
@@ -268,6 +277,7 @@ pub fn merge(inputs: &[(String, Report)]) -> Result<Report, String> {
         slo: first.slo.clone(),
         loadgen_behind_hist: encode_histogram(&behind),
         events: merge_events(&reports),
+        slo_windows,
     })
 }
 
@@ -499,6 +509,7 @@ mod tests {
                 exit_status: None,
                 took_s: 0.001,
             }],
+            slo_windows: Vec::new(),
         }
     }
 

@@ -173,6 +173,10 @@ pub struct Report {
     /// The timeline events that fired: when and with what outcome (none in older reports).
     #[serde(default)]
     pub events: Vec<crate::events::EventRecord>,
+    /// The `[[slo.window]]` windows resolved to offsets, with the seconds each was judged
+    /// over (their verdicts are in `thresholds`, named `<window>.<threshold>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo_windows: Vec<crate::windows::WindowSpan>,
 }
 
 impl Report {
@@ -266,6 +270,16 @@ impl Report {
                 );
             }
         }
+        for span in &self.slo_windows {
+            let seconds = match (span.seconds.first(), span.seconds.last()) {
+                (Some(first), Some(last)) => format!("seconds {first}-{last} of the timeline"),
+                _ => "no second of the timeline (the run ended first)".into(),
+            };
+            text += &format!(
+                "window {}: {:.1} s to {:.1} s after traffic started ({}), judged over {seconds}\n",
+                span.name, span.from_s, span.to_s, span.anchor
+            );
+        }
         for verdict in &self.thresholds {
             text += &format!(
                 "threshold {:<18} limit {:<10} measured {:<10} {}\n",
@@ -289,7 +303,14 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
     let steps = stats.step_reports();
     let answered: u64 = steps.iter().map(|s| s.answered).sum();
     let sessions = stats.outcomes();
-    let thresholds = judge(&scenario.slo, &steps, &sessions, stats.failed(), &books);
+    let mut thresholds = judge(&scenario.slo, &steps, &sessions, stats.failed(), &books);
+    let timeline = stats.timeline();
+    let mut slo_windows = crate::windows::spans(scenario).unwrap_or_default();
+    thresholds.extend(crate::windows::judge(
+        &scenario.slo.window,
+        &mut slo_windows,
+        &timeline,
+    ));
     Report {
         report_version: REPORT_VERSION,
         scenario: scenario.name.clone(),
@@ -302,13 +323,14 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
         loadgen_behind_us: stats.behind(),
         books,
         thresholds,
-        timeline: stats.timeline(),
+        timeline,
         shard: None,
         merged: None,
         scenario_digest: crate::shard::scenario_digest(scenario),
         slo: scenario.slo.clone(),
         loadgen_behind_hist: crate::merge::encode_histogram(&stats.behind_histogram()),
         events: Vec::new(),
+        slo_windows,
     }
 }
 

@@ -1025,6 +1025,10 @@ pub struct Slo {
     /// Most accounts whose charge differs from usage x tariff.
     #[serde(default)]
     pub charging_mismatch: Option<u64>,
+    /// Thresholds over a window of the run (`[[slo.window]]`): after an event, or between
+    /// two offsets; judged over the per-second timeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub window: Vec<crate::windows::SloWindow>,
 }
 
 impl Scenario {
@@ -1165,6 +1169,7 @@ impl Scenario {
         for (i, event) in self.events.iter().enumerate() {
             self.validate_event(i, event)?;
         }
+        crate::windows::validate(self)?;
         Ok(())
     }
 
@@ -1355,6 +1360,12 @@ impl Scenario {
                 "  event at {:.1} s: {}\n",
                 event.at().unwrap_or_default().as_secs_f64(),
                 event.describe()
+            );
+        }
+        for span in crate::windows::spans(self).unwrap_or_default() {
+            text += &format!(
+                "  thresholds in {}: {:.1} s to {:.1} s ({})\n",
+                span.name, span.from_s, span.to_s, span.anchor
             );
         }
         text

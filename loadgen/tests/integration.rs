@@ -481,6 +481,36 @@ fn a_set_weight_event_turns_new_sessions_away_and_is_recorded() {
     assert!(report["sessions"]["refused"].as_u64().unwrap_or(0) > 100);
     assert_eq!(report["books"]["mismatches"], 0);
 
+    // The two [[slo.window]] entries: judged over the seconds they overlap, and passed.
+    let windows = report["slo_windows"].as_array().expect("slo_windows");
+    assert_eq!(windows.len(), 2, "{report}");
+    assert_eq!(windows[0]["name"], "before");
+    assert_eq!(windows[0]["seconds"], serde_json::json!([1, 2]));
+    assert_eq!(windows[1]["name"], "weight-0");
+    assert_eq!(windows[1]["from_s"], 2.5);
+    assert_eq!(windows[1]["to_s"], 4.5);
+    assert_eq!(windows[1]["seconds"], serde_json::json!([3, 4, 5]));
+    let verdict = |name: &str| {
+        report["thresholds"]
+            .as_array()
+            .expect("thresholds")
+            .iter()
+            .find(|t| t["threshold"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {report}"))
+            .clone()
+    };
+    assert_eq!(verdict("before.failed_requests")["measured"], "0");
+    assert_eq!(verdict("weight-0.dropped_sessions")["passed"], true);
+    assert_eq!(verdict("weight-0.min_answered_per_second")["passed"], true);
+    assert!(
+        stdout.contains("window weight-0: 2.5 s to 4.5 s after traffic started (event[0] set_weight pdf0 = 0 + 2 s), judged over seconds 3-5"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("threshold weight-0.dropped_sessions"),
+        "{stdout}"
+    );
+
     // The terminal summary lists the events; report.html marks them on its plots.
     assert!(stdout.contains("events:"), "{stdout}");
     assert!(
