@@ -188,3 +188,130 @@ async fn requests_in_flight_are_answered_before_the_hand_over() {
     client.transmit().await;
     assert_eq!(client.answer().await, 99);
 }
+
+/// A server-initiated request pending across the hand-over (the PDF's ASR), and a DWR that
+/// arrives while the connection is between processes: the DWA comes from the new server,
+/// the late answer finds the connection open, nothing closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_server_request_and_a_dwr_during_the_pause() {
+    use protocol::grammar::{Command, Envelope};
+    use protocol::header::{ApplicationId, CommandCode, HopByHopId};
+    use protocol::message::Message;
+    use protocol::messages::{Asa, Asr, Dwr};
+
+    let handler = Arc::new(CcaServer::default());
+    let old = Server::bind(
+        "127.0.0.1:0".parse().expect("address"),
+        node("server.example.net", |_| {}),
+        handler.clone(),
+    )
+    .await
+    .expect("bind");
+    let client_node = node("client.example.net", |_| {});
+    let mut client = RawClient::connect(old.local_addr(), client_node.clone()).await;
+
+    // The server asks something of the client (an ASR) and the client does not answer yet.
+    let server_side = old.connections().pop().expect("one connection");
+    let server_node = server_side.node().clone();
+    let mut asr = BytesMut::new();
+    Asr {
+        session_id: "client.example.net;1;1",
+        origin_host: "server.example.net",
+        origin_realm: "example.net",
+        destination_realm: "example.net",
+        destination_host: "client.example.net",
+        auth_application_id: 4,
+        ..Default::default()
+    }
+    .encode(
+        Envelope::request(
+            ApplicationId::CREDIT_CONTROL,
+            HopByHopId(0),
+            server_node.end_to_end.next(),
+        ),
+        &mut asr,
+    );
+    let pending = tokio::spawn(async move { server_side.request(asr.freeze(), None).await });
+    let asr = loop {
+        if let Some(Event::Request(request)) = client.peer.poll_event() {
+            break request;
+        }
+        client.read_some().await;
+    };
+
+    let (detached, failed) = old.detach_all().await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(
+        detached[0].state.pending.len(),
+        1,
+        "the ASR travels as pending"
+    );
+    // Its sender in the old process learns the connection left.
+    assert!(pending.await.expect("task").is_err());
+
+    // A DWR while no process reads the socket.
+    let mut dwr = BytesMut::new();
+    Dwr {
+        origin_host: "client.example.net",
+        origin_realm: "example.net",
+        origin_state_id: None,
+    }
+    .encode(
+        Envelope::request(
+            ApplicationId::COMMON,
+            HopByHopId(77),
+            client_node.end_to_end.next(),
+        ),
+        &mut dwr,
+    );
+    client.stream.write_all(&dwr).await.expect("write DWR");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let new = Server::paused(
+        listener_of(&old),
+        node("server.example.net", |_| {}),
+        handler.clone(),
+    )
+    .expect("new server");
+    for connection in detached {
+        new.adopt(connection).expect("adopt");
+    }
+    drop(old);
+
+    // The DWA comes from the new server, with the DWR's hop-by-hop id.
+    let mut raw = BytesMut::new();
+    let dwa = loop {
+        if let Ok(Some(length)) = protocol::framing::frame_length(&raw, 65536) {
+            if raw.len() >= length {
+                break Message::decode(raw.split_to(length).freeze()).expect("a message");
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(5), client.stream.read_buf(&mut raw))
+            .await
+            .expect("a DWA within 5 s")
+            .expect("read");
+    };
+    let header = *dwa.header();
+    assert!(!header.is_request());
+    assert_eq!(header.command, CommandCode::DEVICE_WATCHDOG);
+    assert_eq!(header.hop_by_hop, HopByHopId(77));
+
+    // The client answers the ASR now; the new server takes it, and the connection goes on.
+    let mut asa = BytesMut::new();
+    Asa {
+        session_id: "client.example.net;1;1",
+        result_code: protocol::result_code::ResultCode::SUCCESS,
+        origin_host: "client.example.net",
+        origin_realm: "example.net",
+        ..Default::default()
+    }
+    .encode(asr.ticket.envelope(), &mut asa);
+    client.stream.write_all(&asa).await.expect("write ASA");
+    client
+        .peer
+        .send_request(Instant::now(), &ccr(&client_node, 5), None)
+        .expect("send");
+    client.transmit().await;
+    assert_eq!(client.answer().await, 5);
+    assert_eq!(new.connections().len(), 1);
+}
