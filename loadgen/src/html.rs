@@ -374,8 +374,6 @@ fn pass_fail(passed: bool) -> &'static str {
 
 /// What the page does not plot, and why (the footer says so, so no one looks for it).
 pub(crate) const NOT_PLOTTED: &str = "<p>Not plotted yet:</p>\n<ul>\n\
-<li>Live sessions per PDF node: the timeline counts live sessions in total only; the \
-loadgen does not yet learn which PDF node holds a session.</li>\n\
 <li>Sessions ended by charging decisions over time: the timeline records only sessions lost \
 to the infrastructure; the charged-out total is in the sessions table.</li>\n\
 <li>The HdrHistogram interval log is not written; per-second latency is the timeline's \
@@ -584,6 +582,7 @@ pub fn render(report: &Report) -> String {
 
     page += "<h2>Timeline</h2>\n";
     page += &timeline_plots(&report.timeline, &markers);
+    page += &node_plot(&report.pdf_sessions, &markers);
 
     let _ = write!(
         page,
@@ -592,6 +591,33 @@ pub fn render(report: &Report) -> String {
         env!("CARGO_PKG_VERSION"),
     );
     page
+}
+
+/// Live sessions per PDF node, one line per node (nothing without samples).
+fn node_plot(samples: &[crate::nodes::NodeSample], markers: &[Marker]) -> String {
+    let names = crate::nodes::node_names(samples);
+    if names.is_empty() {
+        return String::new();
+    }
+    let series: Vec<Series> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Series {
+            name: name.clone(),
+            color: PALETTE[i % PALETTE.len()],
+            points: samples
+                .iter()
+                .filter_map(|s| s.sessions.get(name).map(|&n| (s.second as f64, n as f64)))
+                .collect(),
+        })
+        .collect();
+    line_chart_marked(
+        "Live sessions per PDF node (the gateway's count)",
+        "sessions",
+        &series,
+        Scale::Count,
+        markers,
+    )
 }
 
 fn timeline_plots(timeline: &[Second], markers: &[Marker]) -> String {
@@ -766,11 +792,54 @@ mod tests {
             "<td>p99_latency</td>",
             "1.50",
             "Not plotted yet",
-            "per PDF node",
         ] {
             assert!(page.contains(text), "{text} missing");
         }
         assert!(page.contains("badge fail"));
+    }
+
+    #[test]
+    fn live_sessions_per_pdf_node_are_one_line_per_node() {
+        let mut report = sample_report("nodes", 1500, 0);
+        assert!(
+            !render(&report).contains("per PDF node"),
+            "no samples, no plot"
+        );
+        report.pdf_sessions = (1..=6u64)
+            .map(|second| crate::nodes::NodeSample {
+                second,
+                sessions: [("pdf0", 100 - 10 * second), ("pdf1", 10 * second)]
+                    .into_iter()
+                    .filter(|&(name, _)| name == "pdf0" || second > 2)
+                    .map(|(name, n)| (name.to_owned(), n))
+                    .collect(),
+            })
+            .collect();
+        let page = render(&report);
+        assert!(page.contains("Live sessions per PDF node"));
+        assert!(
+            page.contains(
+                "
+pdf0
+"
+            ) && page.contains(
+                "
+pdf1
+"
+            ),
+            "a legend entry per node"
+        );
+        let csv = report.timeline_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert!(
+            lines[0].ends_with(",max_us,sessions_pdf0,sessions_pdf1"),
+            "{csv}"
+        );
+        assert!(
+            lines[1].ends_with(",90,"),
+            "pdf1 not listed in second 1: {csv}"
+        );
+        assert!(lines[3].ends_with(",70,30"), "{csv}");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`compare`]: `loadgen compare`, several runs side by side;
 //! - [`shard`]: `--shard i/N`, one N-th of the population and of the load;
 //! - [`merge`]: `loadgen merge`, shard reports combined exactly;
+//! - [`nodes`]: live sessions per PDF node, sampled from the gateway's admin port;
 //! - [`windows`]: thresholds scoped to a window of the timeline (`[[slo.window]]`);
 //! - [`schema`]: `loadgen schema`, the JSON Schema of the scenario format.
 
@@ -18,6 +19,7 @@ pub mod compare;
 pub mod events;
 pub mod html;
 pub mod merge;
+pub mod nodes;
 pub mod progress;
 pub mod report;
 pub mod run;

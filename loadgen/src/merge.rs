@@ -278,6 +278,12 @@ pub fn merge(inputs: &[(String, Report)]) -> Result<Report, String> {
         loadgen_behind_hist: encode_histogram(&behind),
         events: merge_events(&reports),
         slo_windows,
+        pdf_sessions: crate::nodes::merge(
+            &reports
+                .iter()
+                .map(|(_, r)| r.pdf_sessions.as_slice())
+                .collect::<Vec<_>>(),
+        ),
     })
 }
 
@@ -510,6 +516,7 @@ mod tests {
                 took_s: 0.001,
             }],
             slo_windows: Vec::new(),
+            pdf_sessions: Vec::new(),
         }
     }
 

@@ -177,6 +177,10 @@ pub struct Report {
     /// over (their verdicts are in `thresholds`, named `<window>.<threshold>`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slo_windows: Vec<crate::windows::WindowSpan>,
+    /// Live sessions per PDF node, as the gateway counted them, once a second (absent
+    /// without the gateway's admin address).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pdf_sessions: Vec<crate::nodes::NodeSample>,
 }
 
 impl Report {
@@ -331,6 +335,7 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
         loadgen_behind_hist: crate::merge::encode_histogram(&stats.behind_histogram()),
         events: Vec::new(),
         slo_windows,
+        pdf_sessions: Vec::new(),
     }
 }
 
@@ -393,12 +398,22 @@ pub fn judge(
 impl Report {
     /// The timeline as CSV (one row per second).
     pub fn timeline_csv(&self) -> String {
-        let mut csv = String::from(
-            "second,answered,failed,live_sessions,lost_sessions,p50_us,p99_us,max_us\n",
-        );
+        // Then one column per PDF node: its live sessions (empty where not sampled).
+        let nodes = crate::nodes::node_names(&self.pdf_sessions);
+        let by_second: BTreeMap<u64, &BTreeMap<String, u64>> = self
+            .pdf_sessions
+            .iter()
+            .map(|s| (s.second, &s.sessions))
+            .collect();
+        let mut csv =
+            String::from("second,answered,failed,live_sessions,lost_sessions,p50_us,p99_us,max_us");
+        for node in &nodes {
+            csv += &format!(",sessions_{}", node.replace([',', '"', '\n', '\r'], "_"));
+        }
+        csv += "\n";
         for r in &self.timeline {
             csv += &format!(
-                "{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{}",
                 r.second,
                 r.answered,
                 r.failed,
@@ -408,6 +423,13 @@ impl Report {
                 r.p99_us,
                 r.max_us
             );
+            for node in &nodes {
+                csv += ",";
+                if let Some(n) = by_second.get(&r.second).and_then(|s| s.get(node)) {
+                    csv += &n.to_string();
+                }
+            }
+            csv += "\n";
         }
         csv
     }

@@ -427,6 +427,19 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Progress::for_stderr(scenario.duration.0);
+    // Live sessions per PDF node, from the gateway's admin port once a second (with a
+    // shared gateway, spawn = false, only shard 0 samples it).
+    let node_samples = Arc::new(Mutex::new(Vec::new()));
+    let sampler = targets
+        .gateway_admin
+        .filter(|_| scenario.topology.spawn || shard.index == 0)
+        .map(|admin| {
+            tokio::spawn(crate::nodes::sample_every_second(
+                admin,
+                started,
+                node_samples.clone(),
+            ))
+        });
     let ticker = tokio::spawn(report_progress(
         stats.clone(),
         started,
@@ -511,6 +524,9 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     }
     stop.store(true, Ordering::Relaxed);
     ticker.abort();
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     let elapsed = started.elapsed();
     progress.finish();
     let events = events.await.context("the events task panicked")?;
@@ -528,6 +544,8 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     let mut report = crate::report::build(&scenario, &stats, elapsed, books);
     report.shard = Some(shard);
     report.events = events;
+    report.pdf_sessions =
+        std::mem::take(&mut *node_samples.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(report)
 }
 

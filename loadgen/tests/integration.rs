@@ -123,6 +123,21 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
         .expect("START")["answered"]
         .as_u64();
     assert!(started.unwrap_or(0) > 100, "{report}");
+    // Live sessions per PDF node, sampled from the gateway every second: the one node,
+    // holding sessions while traffic runs; a column of timeline.csv and a plot.
+    let samples = report["pdf_sessions"].as_array().expect("pdf_sessions");
+    assert!(samples.len() >= 4, "{samples:?}");
+    assert_eq!(samples[0]["second"], 1);
+    let most = samples
+        .iter()
+        .map(|s| s["sessions"]["pdf0"].as_u64().expect("pdf0"))
+        .max();
+    assert!(most.unwrap_or(0) > 50, "{samples:?}");
+    let csv = std::fs::read_to_string(out.join("timeline.csv")).expect("timeline.csv");
+    assert!(
+        csv.starts_with("second,answered,failed,live_sessions,lost_sessions,p50_us,p99_us,max_us,sessions_pdf0\n"),
+        "{csv}"
+    );
     assert!(
         stderr.contains("req/s"),
         "progress lines on stderr: {stderr}"
@@ -132,6 +147,7 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
     let page = std::fs::read_to_string(out.join("report.html")).expect("report.html");
     assert!(page.contains("<svg"), "report.html has no plot");
     assert!(page.contains("ci-smoke") && page.contains("Thresholds"));
+    assert!(page.contains("Live sessions per PDF node"));
     let summary = out.join("summary.json").display().to_string();
     let output = Command::new(LOADGEN)
         .args(["compare", &summary, &summary, "--out"])
@@ -525,8 +541,8 @@ fn a_set_weight_event_turns_new_sessions_away_and_is_recorded() {
     assert!(page.contains("<h2>Events</h2>"));
     assert_eq!(
         page.matches("E1 set_weight").count(),
-        4,
-        "a marker on each plot"
+        5,
+        "a marker on each plot (the fifth: live sessions per PDF node)"
     );
 }
 
