@@ -376,8 +376,7 @@ fn pass_fail(passed: bool) -> &'static str {
 pub(crate) const NOT_PLOTTED: &str = "<p>Not plotted yet:</p>\n<ul>\n\
 <li>Sessions ended by charging decisions over time: the timeline records only sessions lost \
 to the infrastructure; the charged-out total is in the sessions table.</li>\n\
-<li>The HdrHistogram interval log is not written; per-second latency is the timeline's \
-p50/p99/max.</li>\n</ul>\n";
+</ul>\n";
 
 /// The whole page for one run.
 pub fn render(report: &Report) -> String {

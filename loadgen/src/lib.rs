@@ -8,6 +8,7 @@
 //! - [`progress`]: the live progress bar (or plain lines) on stderr;
 //! - [`report`]: the terminal summary, summary.json and the thresholds;
 //! - [`html`]: report.html, the page with tables and plots;
+//! - [`hlog`]: latency.hlog, the HdrHistogram interval log (per second, step and latency);
 //! - [`compare`]: `loadgen compare`, several runs side by side;
 //! - [`shard`]: `--shard i/N`, one N-th of the population and of the load;
 //! - [`merge`]: `loadgen merge`, shard reports combined exactly;
@@ -17,6 +18,7 @@
 
 pub mod compare;
 pub mod events;
+pub mod hlog;
 pub mod html;
 pub mod merge;
 pub mod nodes;

@@ -14,7 +14,8 @@ const EXIT_CODES: &str = "Exit status:
   3   infrastructure failure (a process did not start, no connection)
   99  thresholds breached
 
-Progress goes to stderr (a live bar on a terminal, one line every 2 s otherwise); the summary to stdout; summary.json, timeline.csv and report.html to --out.";
+Progress goes to stderr (a live bar on a terminal, one line every 2 s otherwise); the summary to stdout; summary.json, timeline.csv, latency.hlog (the HdrHistogram interval
+log) and report.html to --out.";
 
 /// Scenario runner for the Diameter gateway and PDF.
 #[derive(Debug, Parser)]

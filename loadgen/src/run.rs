@@ -43,6 +43,8 @@ pub struct Step {
     results: Mutex<BTreeMap<u32, u64>>,
     scheduled: Mutex<Histogram<u64>>,
     service: Mutex<Histogram<u64>>,
+    /// This second's histograms and the closed seconds, for the interval log.
+    per_second: Mutex<crate::hlog::PerSecond>,
 }
 
 impl Step {
@@ -59,6 +61,7 @@ impl Step {
             results: Mutex::default(),
             scheduled: histogram(),
             service: histogram(),
+            per_second: Mutex::default(),
         }
     }
 }
@@ -529,6 +532,17 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     }
     let elapsed = started.elapsed();
     progress.finish();
+    // The interval log: every second's histograms, and the part-second since the last one.
+    stats.close_second(elapsed.as_secs_f64());
+    let hlog = out.join("latency.hlog");
+    if let Err(error) = crate::hlog::write(
+        &hlog,
+        std::time::SystemTime::now() - elapsed,
+        &scenario.name,
+        &stats.interval_log(),
+    ) {
+        tracing::warn!("cannot write {}: {error:#}", hlog.display());
+    }
     let events = events.await.context("the events task panicked")?;
 
     let books = check_books(pdf_admin, &stats, &scenario.population, shard).await;
@@ -883,6 +897,14 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(done.duration_since(sent).as_micros().max(1) as u64);
+        measure
+            .per_second
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(
+                done.duration_since(intended.min(sent)).as_micros() as u64,
+                done.duration_since(sent).as_micros() as u64,
+            );
         let _ = self
             .stats
             .interval
@@ -964,6 +986,7 @@ async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration, p
             .unwrap_or_else(|p| p.into_inner())
             .push(row);
         (last_answered, last_failed) = (answered, failed);
+        stats.close_second(second as f64);
     }
 }
 
@@ -1122,6 +1145,36 @@ impl Stats {
     /// Requests failed.
     pub fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+}
+
+impl Stats {
+    /// Closes every step's current interval of the interval log at `end_s` seconds after
+    /// traffic started.
+    fn close_second(&self, end_s: f64) {
+        for step in &self.steps {
+            step.per_second
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .close(end_s);
+        }
+    }
+
+    /// Every step's closed intervals, for [`crate::hlog::write`].
+    pub fn interval_log(&self) -> Vec<(&'static str, Vec<crate::hlog::Closed>)> {
+        STEPS
+            .iter()
+            .zip(&self.steps)
+            .map(|(name, step)| {
+                let closed = step
+                    .per_second
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .closed()
+                    .to_vec();
+                (*name, closed)
+            })
+            .collect()
     }
 }
 

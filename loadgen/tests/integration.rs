@@ -148,6 +148,43 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
     assert!(page.contains("<svg"), "report.html has no plot");
     assert!(page.contains("ci-smoke") && page.contains("Thresholds"));
     assert!(page.contains("Live sessions per PDF node"));
+
+    // latency.hlog: one histogram per second, step and latency kind; every answer once.
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let log = std::fs::read(out.join("latency.hlog")).expect("latency.hlog");
+    let mut counts: std::collections::BTreeMap<String, (u64, usize)> = Default::default();
+    let mut last_start = 0.0;
+    for entry in IntervalLogIterator::new(&log) {
+        let LogEntry::Interval(interval) = entry.expect("a log entry") else {
+            continue;
+        };
+        let start = interval.start_timestamp().as_secs_f64();
+        assert!(start >= last_start, "in time order");
+        last_start = start;
+        assert!(interval.duration().as_secs_f64() <= 1.0 + 1e-6);
+        let bytes = base64::Engine::decode(
+            &base64::engine::general_purpose::STANDARD,
+            interval.encoded_histogram(),
+        )
+        .expect("base64");
+        let histogram: hdrhistogram::Histogram<u64> =
+            hdrhistogram::serialization::Deserializer::new()
+                .deserialize(&mut bytes.as_slice())
+                .expect("a V2 histogram");
+        let tag = interval.tag().expect("tagged").as_str().to_owned();
+        let entry = counts.entry(tag).or_default();
+        entry.0 += histogram.len();
+        entry.1 += 1;
+    }
+    for step in report["steps"].as_array().expect("steps") {
+        let name = step["step"].as_str().expect("step");
+        let answered = step["answered"].as_u64().expect("answered");
+        for kind in ["scheduled", "service"] {
+            let (count, intervals) = counts[&format!("{name}.{kind}")];
+            assert_eq!(count, answered, "{name}.{kind}: {counts:?}");
+            assert!(intervals >= 6, "{name}.{kind}: {intervals} intervals");
+        }
+    }
     let summary = out.join("summary.json").display().to_string();
     let output = Command::new(LOADGEN)
         .args(["compare", &summary, &summary, "--out"])

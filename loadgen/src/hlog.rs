@@ -1,0 +1,226 @@
+//! The HdrHistogram interval log (`--out DIR/latency.hlog`): for every step and both
+//! latencies (scheduled: from the intended send time; service: from the actual send), one
+//! histogram per second of traffic, written with the `hdrhistogram` crate's interval log
+//! writer (the format of HdrHistogram's `HistogramLogWriter`: V2 + deflate, base64), so that
+//! HdrHistogram's own tools (HistogramLogAnalyzer, `hdr-plot`) read it.
+//!
+//! Tags are `<STEP>.scheduled` and `<STEP>.service` (`INTERIM.scheduled`); values are
+//! microseconds (the `max` column is divided by 1000: milliseconds); timestamps are seconds
+//! since traffic started (the `#[BaseTime:` line), `#[StartTime:` is the wall clock then.
+//! The last interval is the part-second from the last full second to the end of the run,
+//! so that every answer is in the log exactly once.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::Histogram;
+
+/// One step's histograms of the current second, and the seconds already closed.
+#[derive(Debug)]
+pub struct PerSecond {
+    scheduled: Histogram<u64>,
+    service: Histogram<u64>,
+    /// Where the current interval started, seconds since traffic started.
+    start_s: f64,
+    closed: Vec<Closed>,
+}
+
+/// A closed interval: both histograms encoded (a few hundred bytes, where a live
+/// histogram of this range takes about 200 KB).
+#[derive(Clone, Debug)]
+pub struct Closed {
+    /// Start, seconds since traffic started.
+    pub start_s: f64,
+    /// Length in seconds (1 but for the last).
+    pub duration_s: f64,
+    /// Answers in the interval.
+    pub count: u64,
+    /// The scheduled latency histogram ([`crate::merge::encode_histogram`]).
+    pub scheduled: String,
+    /// The service latency histogram.
+    pub service: String,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+}
+
+impl Default for PerSecond {
+    fn default() -> Self {
+        Self {
+            scheduled: histogram(),
+            service: histogram(),
+            start_s: 0.0,
+            closed: Vec::new(),
+        }
+    }
+}
+
+impl PerSecond {
+    /// Records one answer's latencies, microseconds.
+    pub fn record(&mut self, scheduled_us: u64, service_us: u64) {
+        let _ = self.scheduled.record(scheduled_us.max(1));
+        let _ = self.service.record(service_us.max(1));
+    }
+
+    /// Closes the current interval at `end_s` (seconds since traffic started) and starts the
+    /// next one there; nothing if `end_s` is not after the current start.
+    pub fn close(&mut self, end_s: f64) {
+        if end_s <= self.start_s {
+            return;
+        }
+        self.closed.push(Closed {
+            start_s: self.start_s,
+            duration_s: end_s - self.start_s,
+            count: self.scheduled.len(),
+            scheduled: crate::merge::encode_histogram(&self.scheduled),
+            service: crate::merge::encode_histogram(&self.service),
+        });
+        self.scheduled.reset();
+        self.service.reset();
+        self.start_s = end_s;
+    }
+
+    /// The closed intervals.
+    pub fn closed(&self) -> &[Closed] {
+        &self.closed
+    }
+}
+
+/// Writes the interval log of `steps` (name, closed intervals) to `path`; a step without
+/// any answer is left out. `started` is the wall-clock time traffic started.
+pub fn write(
+    path: &Path,
+    started: SystemTime,
+    scenario: &str,
+    steps: &[(&str, Vec<Closed>)],
+) -> anyhow::Result<()> {
+    let mut intervals: Vec<(f64, usize, &Closed)> = steps
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, closed))| closed.iter().any(|c| c.count > 0))
+        .flat_map(|(i, (_, closed))| closed.iter().map(move |c| (c.start_s, i, c)))
+        .collect();
+    intervals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut bytes = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut builder = IntervalLogWriterBuilder::new();
+    builder
+        .add_comment(&format!(
+            "loadgen {}: scenario {scenario}; latency in microseconds per step, one interval per \
+             second; tags <STEP>.scheduled (from the intended send time) and <STEP>.service \
+             (from the actual send)",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .with_start_time(started)
+        .with_base_time(started)
+        .with_max_value_divisor(1000.0);
+    let mut writer = builder.begin_log_with(&mut bytes, &mut serializer)?;
+    for (_, i, closed) in intervals {
+        let step = steps[i].0;
+        for (kind, encoded) in [
+            ("scheduled", &closed.scheduled),
+            ("service", &closed.service),
+        ] {
+            let histogram = crate::merge::decode_histogram(encoded).map_err(anyhow::Error::msg)?;
+            let tag = format!("{step}.{kind}");
+            writer
+                .write_histogram(
+                    &histogram,
+                    Duration::from_secs_f64(closed.start_s),
+                    Duration::from_secs_f64(closed.duration_s),
+                    Tag::new(&tag),
+                )
+                .map_err(|e| anyhow::anyhow!("writing {tag}: {e:?}"))?;
+        }
+    }
+    std::fs::write(path, bytes)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    #[test]
+    fn intervals_are_written_and_read_back() {
+        let mut start = PerSecond::default();
+        let mut interim = PerSecond::default();
+        let unused = PerSecond::default();
+        for second in 1..=3u64 {
+            for i in 0..(10 * second) {
+                start.record(1000 + i, 900);
+                interim.record(200 * second, 150);
+            }
+            start.close(second as f64);
+            interim.close(second as f64);
+        }
+        interim.record(5000, 4000);
+        interim.close(3.4);
+        interim.close(3.4); // nothing more
+        assert_eq!(interim.closed().len(), 4);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("latency.hlog");
+        let started = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        write(
+            &path,
+            started,
+            "unit",
+            &[
+                ("START", start.closed().to_vec()),
+                ("INTERIM", interim.closed().to_vec()),
+                ("STOP", unused.closed().to_vec()),
+            ],
+        )
+        .expect("write");
+        let bytes = std::fs::read(&path).expect("read");
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.starts_with("#loadgen "), "{text}");
+        assert!(text.contains("#[StartTime: 1700000000.000"), "{text}");
+        let mut seen = Vec::new();
+        for entry in IntervalLogIterator::new(&bytes) {
+            if let LogEntry::Interval(interval) = entry.expect("a log entry") {
+                let histogram = crate::merge::decode_histogram(interval.encoded_histogram())
+                    .expect("a histogram");
+                seen.push((
+                    interval
+                        .tag()
+                        .map(|t| t.as_str().to_owned())
+                        .unwrap_or_default(),
+                    interval.start_timestamp().as_secs_f64(),
+                    interval.duration().as_secs_f64(),
+                    histogram.len(),
+                    interval.max(),
+                ));
+            }
+        }
+        // In time order, START before INTERIM within a second, both kinds for each.
+        let tags: Vec<&str> = seen.iter().take(4).map(|s| s.0.as_str()).collect();
+        assert_eq!(
+            tags,
+            [
+                "START.scheduled",
+                "START.service",
+                "INTERIM.scheduled",
+                "INTERIM.service"
+            ]
+        );
+        assert_eq!(seen.len(), 2 * 3 + 2 * 4, "{seen:?}");
+        let count = |tag: &str| -> u64 { seen.iter().filter(|s| s.0 == tag).map(|s| s.3).sum() };
+        assert_eq!(count("START.scheduled"), 60);
+        assert_eq!(count("START.service"), 60);
+        assert_eq!(count("INTERIM.scheduled"), 61);
+        let last = seen.last().expect("last");
+        assert_eq!(last.0, "INTERIM.service");
+        assert!(
+            (last.1 - 3.0).abs() < 1e-3 && (last.2 - 0.4).abs() < 1e-3,
+            "{last:?}"
+        );
+        // The max column in milliseconds (divisor 1000).
+        assert!((last.4 - 4.0).abs() < 0.01, "{last:?}");
+        assert!(!seen.iter().any(|s| s.0.starts_with("STOP")));
+    }
+}
