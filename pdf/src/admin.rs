@@ -381,6 +381,26 @@ pub struct AccountView {
     pub debited: i64,
     /// The Session-Ids of its live sessions.
     pub sessions: Vec<String>,
+    /// Where it is charged (`crate::ownership`), when not here: `elsewhere` (never owned
+    /// here), `frozen` (moving) or `moved` (`debited` is then what this node charged before
+    /// the move). Absent: here. The migration fields below are absent when zero, so a node
+    /// that never migrated answers as it always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// What earlier owners charged, carried over when it was migrated here: its total
+    /// charge is `debited + debited_before` on its owner.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub debited_before: i64,
+    /// Its ownership epoch (one more at each move).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub epoch: u64,
+    /// Where it moved to (a Diameter URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_to: Option<String>,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 impl AccountView {
@@ -396,6 +416,15 @@ impl AccountView {
             } else {
                 engine.account_sessions(id)
             },
+            owner: match engine.ownership.owner(id) {
+                crate::ownership::Owner::Here => None,
+                owner => serde_json::to_value(owner)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned)),
+            },
+            debited_before: engine.ownership.debited_before(id),
+            epoch: engine.ownership.epoch(id),
+            moved_to: engine.ownership.moved_to(id).map(|uri| uri.to_string()),
         }
     }
 }

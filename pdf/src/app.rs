@@ -28,7 +28,8 @@ pub const STATE_SCHEMA: u32 = 1;
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (state schema 1)");
 
 const EXIT_CODES: &str = "Exit status:
-  0  stopped in order (SIGTERM or SIGINT: DPR with REBOOTING sent to every peer)
+  0  stopped in order (SIGTERM or SIGINT: DPR with REBOOTING sent to every peer; or, after
+     POST /migrate moved every account to another node: DPR with DO_NOT_WANT_TO_TALK_TO_YOU)
   1  failed while running (a socket, the journal)
   2  bad command line or configuration (the message names the file and key)
 
@@ -62,9 +63,23 @@ pub struct Cli {
     /// Origin-Host (overrides diameter.origin_host).
     #[arg(long, value_name = "HOST")]
     pub origin_host: Option<String>,
+    /// Which accounts to charge (overrides ownership.owns): `all`, or `none` for a node
+    /// that waits for accounts to be migrated to it (the `migrate` upgrade: the old node's
+    /// `POST /migrate` moves them here; until then CCR-INITIALs for them are redirected to
+    /// it with 3006, or refused with 3004). A data directory remembers the choice.
+    #[arg(long, value_name = "WHICH", value_parser = parse_owns)]
+    pub owns: Option<crate::ownership::Owns>,
     /// Check the configuration, print what would be served, and exit.
     #[arg(long)]
     pub check_config: bool,
+}
+
+fn parse_owns(text: &str) -> Result<crate::ownership::Owns, String> {
+    match text {
+        "all" => Ok(crate::ownership::Owns::All),
+        "none" => Ok(crate::ownership::Owns::None),
+        other => Err(format!("`{other}`: expected `all` or `none`")),
+    }
 }
 
 fn parse_durability(text: &str) -> Result<Durability, String> {
@@ -96,6 +111,9 @@ impl Cli {
         }
         if let Some(host) = &self.origin_host {
             config.diameter.origin_host = Some(host.clone());
+        }
+        if let Some(owns) = self.owns {
+            config.ownership.owns = owns;
         }
         config.validate()?;
         Ok(config)
@@ -139,6 +157,13 @@ async fn serve(config: Config, population: crate::population::Population) -> any
             "recovered debits from the journal"
         );
     }
+    let ownership_dir = match config.journal().durability {
+        Durability::Group => config.journal().dir,
+        Durability::None => None,
+    };
+    let (ownership_log, pending_exports) =
+        crate::migrate::recover(&mut engine, ownership_dir.as_deref(), config.ownership.owns)
+            .context("recovering the ownership log")?;
     let journal = Arc::new(journal);
     let engine = Arc::new(Mutex::new(engine));
     let metrics = Arc::new(Metrics::default());
@@ -163,7 +188,8 @@ async fn serve(config: Config, population: crate::population::Population) -> any
         .map_or(0, |d| d.as_secs());
     let node = Node::new(peer, EndToEndIds::new(unix, fastrand::u32(..)));
 
-    let handler = Arc::new(PdfHandler {
+    let handler = Arc::new_cyclic(|me| PdfHandler {
+        me: me.clone(),
         engine: engine.clone(),
         journal: journal.clone(),
         metrics: metrics.clone(),
@@ -194,9 +220,21 @@ async fn serve(config: Config, population: crate::population::Population) -> any
         diameter_addr: server.local_addr(),
         extra: Arc::new(move |out: &mut String| journal_stats.stats().render_prometheus(out)),
     };
-    let admin_task = tokio::spawn(admin::serve(admin_listener, admin_state, async {
-        let _ = admin_stopped.await;
-    }));
+    let migration = crate::migrate::Migration::new(
+        engine.clone(),
+        handler.epoch,
+        ownership_log,
+        format!("aaa://{};transport=tcp", server.local_addr()),
+    )?;
+    migration.resend(pending_exports);
+    let admin_routes = admin::router(admin_state).merge(crate::migrate::router(migration.clone()));
+    let admin_task = tokio::spawn(async move {
+        axum::serve(admin_listener, admin_routes)
+            .with_graceful_shutdown(async {
+                let _ = admin_stopped.await;
+            })
+            .await
+    });
 
     // Harnesses wait for this line to learn the ports (DESIGN.md section 9).
     println!(
@@ -228,10 +266,19 @@ async fn serve(config: Config, population: crate::population::Population) -> any
         })
     };
 
-    service::stop_signal().await?;
-    tracing::info!("stopping: DPR (REBOOTING) to every peer");
+    let cause = tokio::select! {
+        signal = service::stop_signal() => {
+            signal?;
+            tracing::info!("stopping: DPR (REBOOTING) to every peer");
+            DisconnectCause::REBOOTING
+        }
+        () = migration.stopped() => {
+            tracing::info!("migrated every account away: DPR (DO_NOT_WANT_TO_TALK_TO_YOU) to every peer");
+            DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU
+        }
+    };
     expiry.abort();
-    server.shutdown(DisconnectCause::REBOOTING).await;
+    server.shutdown(cause).await;
     let _ = stop_admin.send(());
     let _ = admin_task.await;
     // Closing any copy flushes, syncs and stops the writer for all of them.

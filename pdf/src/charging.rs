@@ -10,6 +10,7 @@
 //! nothing.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use protocol::avp::AvpCode;
 use protocol::dictionary::{self, CcRequestType, SubscriptionIdType};
@@ -18,6 +19,7 @@ use protocol::result_code::ResultCode;
 use serde::Serialize;
 
 use crate::ledger::{Ledger, NO_SESSION};
+use crate::ownership::{Owner, Ownership, Owns};
 use crate::population::Population;
 use crate::sessions::{unthread, LastAnswer, SessionKey, Sessions, RESULTS};
 use crate::tariff::Tariff;
@@ -55,7 +57,7 @@ pub struct Decision {
     /// Validity-Time of the grant.
     pub validity_time: Option<u32>,
     /// A readable reason for errors.
-    pub error_message: Option<String>,
+    pub error_message: Option<Box<str>>,
     /// An AVP to quote in Failed-AVP.
     pub failed_avp: Option<AvpCode>,
     /// Money charged by this request, to be on disk before the answer leaves.
@@ -64,6 +66,11 @@ pub struct Decision {
     pub aborts: Vec<String>,
     /// Whether this was a retransmission answered from the session's memory.
     pub retransmission: bool,
+    /// 3006 REDIRECT_INDICATION: the Diameter URI of the node that owns the account now.
+    pub redirect: Option<Arc<String>>,
+    /// The account is being moved to another node: decide again shortly (the server waits,
+    /// bounded, then answers this decision's 3004).
+    pub hold: bool,
 }
 
 impl Decision {
@@ -79,12 +86,39 @@ impl Decision {
             debit: None,
             aborts: Vec::new(),
             retransmission: false,
+            redirect: None,
+            hold: false,
         }
+    }
+
+    /// The account moves to another node right now: wait and decide again.
+    pub(crate) fn hold() -> Self {
+        Self {
+            hold: true,
+            ..Self::error(
+                ResultCode::TOO_BUSY,
+                "the account is being moved to another node; try again".into(),
+                None,
+            )
+        }
+    }
+
+    /// 3006 REDIRECT_INDICATION to `target` (RFC 6733 section 6.13).
+    pub(crate) fn redirect(target: Arc<String>, message: String) -> Self {
+        Self {
+            redirect: Some(target),
+            ..Self::error(ResultCode::REDIRECT_INDICATION, message, None)
+        }
+    }
+
+    /// A refusal with a reason.
+    pub(crate) fn refuse(result: ResultCode, message: String) -> Self {
+        Self::error(result, message, None)
     }
 
     fn error(result: ResultCode, message: String, failed: Option<AvpCode>) -> Self {
         Self {
-            error_message: Some(message),
+            error_message: Some(message.into()),
             failed_avp: failed,
             ..Self::result(result)
         }
@@ -123,6 +157,8 @@ pub struct Engine {
     pub sessions: Sessions,
     /// Counters.
     pub stats: EngineStats,
+    /// Which accounts are charged here (the `migrate` strategy moves them).
+    pub ownership: Ownership,
     config: EngineConfig,
     ended: Ended,
 }
@@ -139,6 +175,7 @@ impl Engine {
     pub fn new(population: Population, tariff: Tariff, config: EngineConfig) -> Self {
         let ledger = Ledger::new(population.accounts(), |id| population.initial_balance(id));
         Self {
+            ownership: Ownership::new(population.accounts(), Owns::All),
             population,
             tariff,
             ledger,
@@ -147,6 +184,22 @@ impl Engine {
             config,
             ended: Ended::default(),
         }
+    }
+
+    /// Gives up every account before serving (`ownership.owns = "none"`): the same
+    /// population, every opening at zero, nothing charged until accounts are imported.
+    pub fn own_none(&mut self) {
+        let accounts = self.population.accounts();
+        for id in 0..accounts {
+            let initial = self.population.initial_balance(id);
+            self.ledger.adjust_opening(id, -initial);
+        }
+        self.ownership = Ownership::new(accounts, Owns::None);
+    }
+
+    /// Whether an ended session's (or event's) last answer is remembered.
+    pub(crate) fn has_ended(&self, key: SessionKey) -> bool {
+        self.ended.answers.contains_key(&key)
     }
 
     /// The configuration.
@@ -158,6 +211,9 @@ impl Engine {
     pub fn credit_control(&mut self, now: u32, ccr: &Ccr<'_>) -> Decision {
         self.forget_ended(now);
         let key = SessionKey::of(ccr.session_id);
+        if let Some(decision) = self.ownership_gate(key, ccr) {
+            return decision;
+        }
         match ccr.cc_request_type {
             CcRequestType::INITIAL_REQUEST => self.initial(now, key, ccr),
             CcRequestType::UPDATE_REQUEST => self.update(now, key, ccr, false),
@@ -193,7 +249,7 @@ impl Engine {
         })
     }
 
-    fn account_of(&self, ccr: &Ccr<'_>) -> Result<u32, Decision> {
+    pub(crate) fn account_of(&self, ccr: &Ccr<'_>) -> Result<u32, Decision> {
         let Some(id) = ccr
             .subscription_ids
             .iter()
@@ -554,7 +610,7 @@ impl Engine {
         let expired: Vec<u32> = self
             .sessions
             .live_slots()
-            .filter(|(_, s)| s.expires <= now)
+            .filter(|(_, s)| s.expires <= now && self.ownership.owner(s.account) != Owner::Frozen)
             .map(|(i, _)| i)
             .collect();
         for &slot in &expired {

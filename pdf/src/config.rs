@@ -34,6 +34,21 @@ pub struct Config {
     /// Durability.
     #[serde(default)]
     pub journal: JournalSection,
+    /// Which accounts this node charges.
+    #[serde(default)]
+    pub ownership: OwnershipConfig,
+}
+
+/// `[ownership]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipConfig {
+    /// `all` (default): every account of the population is charged here. `none`: the same
+    /// population (ids and MSISDNs resolve) but nothing is charged until accounts are
+    /// migrated here (`POST /import` from the old node): a CCR-INITIAL for an account not
+    /// owned is answered 3006 naming the node migrating to us, or 3004 before one did.
+    #[serde(default)]
+    pub owns: crate::ownership::Owns,
 }
 
 /// `[diameter]`.

@@ -141,6 +141,42 @@ impl Ledger {
         }
     }
 
+    /// Adds `amount` to an account's opening and its balance (negative: takes it away).
+    /// Ownership uses it: an account this node does not own opens at zero, and an account
+    /// moved in or out brings or takes its money (see `crate::ownership`).
+    pub fn adjust_opening(&mut self, id: u32, amount: i64) {
+        if let Some(account) = self.accounts.get_mut(id as usize) {
+            account.initial += amount;
+            account.balance += amount;
+            self.totals.0 += amount;
+        }
+    }
+
+    /// Moves an account's money out of this node (it now belongs to another one): returns
+    /// (balance, reserved) and leaves both at zero, the opening lowered by their sum, so the
+    /// books still balance with what this node debited.
+    pub fn export(&mut self, id: u32) -> (i64, i64) {
+        let account = self.get_mut(id);
+        let (balance, reserved) = (account.balance, account.reserved);
+        account.initial -= balance + reserved;
+        account.balance = 0;
+        account.reserved = 0;
+        self.totals.0 -= balance;
+        self.totals.1 -= reserved;
+        (balance, reserved)
+    }
+
+    /// Takes in an account's money from the node that owned it: the opening grows by
+    /// `balance + reserved` (the sessions bringing `reserved` are inserted by the caller).
+    pub fn import(&mut self, id: u32, balance: i64, reserved: i64) {
+        let account = self.get_mut(id);
+        account.initial += balance + reserved;
+        account.balance += balance;
+        account.reserved += reserved;
+        self.totals.0 += balance;
+        self.totals.1 += reserved;
+    }
+
     /// Sets an account's money as a snapshot describes it (a hot upgrade's new process),
     /// keeping the running totals right.
     pub fn restore(&mut self, id: u32, initial: i64, balance: i64, reserved: i64, debited: i64) {

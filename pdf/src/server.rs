@@ -44,7 +44,15 @@ pub struct PdfHandler {
     pub origin_realm: Arc<str>,
     /// Open connections by remote address, with the peer's Origin-Host (where ASRs go).
     pub peers: Mutex<HashMap<std::net::SocketAddr, (String, Connection)>>,
+    /// This handler itself, so that a request held while its account moves to another node
+    /// can be decided again from a task of its own (`Arc::new_cyclic`).
+    pub me: std::sync::Weak<PdfHandler>,
 }
+
+/// How long a request for an account being moved waits before it is refused with 3004.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(2);
+/// How often a held request looks again.
+const HOLD_POLL: Duration = Duration::from_millis(2);
 
 impl PdfHandler {
     /// Seconds since the engine started.
@@ -60,7 +68,7 @@ impl PdfHandler {
     }
 
     fn answer_ccr(&self, incoming: Incoming, received: Instant) {
-        let message = incoming.message;
+        let message = incoming.message.clone();
         let ccr = match Ccr::decode(&message.view()) {
             Ok(ccr) => ccr,
             Err(error) => {
@@ -78,6 +86,17 @@ impl PdfHandler {
             });
             (decision, rated)
         };
+        if decision.hold && received.elapsed() < HOLD_LIMIT {
+            // Its account is in a batch moving to another node: decide again in a moment
+            // (it will be charged here, or redirected there).
+            if let Some(me) = self.me.upgrade() {
+                tokio::spawn(async move {
+                    tokio::time::sleep(HOLD_POLL).await;
+                    me.answer_ccr(incoming, received);
+                });
+                return;
+            }
+        }
         let answer = encode_cca(
             &self.origin_host,
             &self.origin_realm,
@@ -213,6 +232,9 @@ fn encode_cca(
     rated: Option<(u32, Unit)>,
     envelope: Envelope,
 ) -> Bytes {
+    if decision.result.is_protocol_error() {
+        return encode_protocol_error(origin_host, origin_realm, ccr, request, decision);
+    }
     let granting = matches!(
         decision.result,
         ResultCode::SUCCESS | ResultCode::CREDIT_LIMIT_REACHED
@@ -252,6 +274,43 @@ fn encode_cca(
     };
     let mut out = BytesMut::with_capacity(256);
     cca.encode(envelope, &mut out);
+    out.freeze()
+}
+
+/// A 3xxx answer (E bit, RFC 6733 section 7.2's generic grammar): 3004 for an account not
+/// owned here, or 3006 REDIRECT_INDICATION with Redirect-Host naming the account's node,
+/// Redirect-Host-Usage ALL_SESSION and Redirect-Max-Cache-Time (section 6.13).
+fn encode_protocol_error(
+    origin_host: &str,
+    origin_realm: &str,
+    ccr: &Ccr<'_>,
+    request: &Message,
+    decision: &Decision,
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(256);
+    let answer = protocol::messages::ErrorAnswer {
+        session_id: Some(ccr.session_id),
+        origin_host,
+        origin_realm,
+        result_code: decision.result,
+        error_message: decision.error_message.as_deref(),
+        redirect_hosts: decision
+            .redirect
+            .as_deref()
+            .map(String::as_str)
+            .into_iter()
+            .collect(),
+        redirect_host_usage: decision
+            .redirect
+            .is_some()
+            .then_some(protocol::dictionary::RedirectHostUsage::ALL_SESSION),
+        redirect_max_cache_time: decision
+            .redirect
+            .is_some()
+            .then_some(crate::ownership::REDIRECT_CACHE_SECONDS),
+        ..Default::default()
+    };
+    answer.encode(&request.view(), &mut out);
     out.freeze()
 }
 

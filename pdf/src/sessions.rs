@@ -235,6 +235,11 @@ impl Sessions {
         }
     }
 
+    /// The key of a live session.
+    pub fn key(&self, slot: u32) -> SessionKey {
+        self.slots[slot as usize].key
+    }
+
     /// The Session-Id text of a session.
     pub fn session_id(&self, index: u32) -> String {
         let slot = &self.slots[index as usize];

@@ -110,6 +110,28 @@ impl Process {
         )
     }
 
+    /// Waits (up to `timeout`) for the process to exit by itself; returns its exit code
+    /// (None if killed by a signal). Fails the test if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self
+            .child
+            .take()
+            .unwrap_or_else(|| self.fail("already stopped"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) => return status.code(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    self.child = Some(child);
+                    self.fail(&format!("still running after {timeout:?}"));
+                }
+            }
+        }
+    }
+
     /// Sends a signal (SIGTERM = 15, SIGKILL = 9) and waits for the exit (up to 20 s);
     /// returns the exit code (None if killed by a signal).
     pub fn signal(&mut self, signal: i32) -> Option<i32> {
@@ -151,6 +173,32 @@ impl Drop for Process {
             eprintln!("--- {} ---\n{}", self.command, self.output());
         }
     }
+}
+
+/// A minimal HTTP/1.1 POST of a JSON body to an admin port: (status, body).
+pub fn http_post(addr: SocketAddr, path: &str, json: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+        json.len()
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
 }
 
 /// A minimal HTTP/1.1 GET against an admin port: (status, body).

@@ -2,6 +2,7 @@
 //! our Diameter accounting client.
 
 mod failover;
+mod migrate;
 mod otp;
 mod redirect;
 

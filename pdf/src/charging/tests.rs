@@ -284,3 +284,84 @@ fn events_and_expiry() {
     );
     books(&e);
 }
+
+#[test]
+fn migrate_moves_accounts_and_sessions_once_and_redirects_what_moved() {
+    let mut old = engine(1000);
+    let mut new = engine(1000);
+    new.own_none();
+    books(&new);
+    assert_eq!(new.ledger.totals(), (0, 0, 0), "owns nothing: no money");
+    let s = "gw.example.net;1;7";
+    let d = new.credit_control(0, &ccr(s, CAROL, CcRequestType::INITIAL_REQUEST, 0, None));
+    assert_eq!(d.result, ResultCode::TOO_BUSY, "not owned, owner unknown");
+    assert!(new.sessions.is_empty());
+
+    let d = old.credit_control(0, &ccr(s, CAROL, CcRequestType::INITIAL_REQUEST, 0, None));
+    assert_eq!(d.result, ResultCode::SUCCESS);
+    let u1 = ccr(s, CAROL, CcRequestType::UPDATE_REQUEST, 1, Some(45));
+    assert_eq!(old.credit_control(1, &u1).debit, Some((1, 90)));
+
+    let mut cursor = 0;
+    let batch = old
+        .freeze_batch(1, 10, "aaa://old:3868", 1, &mut cursor)
+        .expect("a batch");
+    assert_eq!((batch.accounts.len(), batch.sessions.len()), (3, 1));
+    assert!(old
+        .freeze_batch(1, 10, "aaa://old:3868", 2, &mut cursor)
+        .is_none());
+    let u2 = ccr(s, CAROL, CcRequestType::UPDATE_REQUEST, 2, Some(30));
+    assert!(old.credit_control(2, &u2).hold, "frozen: wait");
+
+    new.check_import(&batch).expect("importable");
+    assert!(new.is_new_import(&batch));
+    let done = new.apply_import(2, &batch, true);
+    assert_eq!((done.accounts, done.sessions, done.duplicates), (3, 1, 0));
+    old.finish_export(&batch, "aaa://new:3868");
+    books(&old);
+    books(&new);
+    assert_eq!(old.ownership.owned(), 0);
+    assert_eq!(
+        old.ledger
+            .get(1)
+            .map(|a| (a.balance, a.reserved, a.debited)),
+        Some((0, 0, 90))
+    );
+
+    // The session's next request on the old node: 3006 to the new one; then it goes on there.
+    let d = old.credit_control(2, &u2);
+    assert_eq!(d.result, ResultCode::REDIRECT_INDICATION);
+    assert_eq!(
+        d.redirect.as_deref().map(String::as_str),
+        Some("aaa://new:3868")
+    );
+    assert_eq!(old.ownership.numbers().sessions_waiting_redirect, 0);
+    assert_eq!(
+        old.credit_control(
+            2,
+            &ccr("gw;9;9", BOB, CcRequestType::INITIAL_REQUEST, 0, None)
+        )
+        .result,
+        ResultCode::REDIRECT_INDICATION,
+        "a new session of a moved account"
+    );
+    // The new node knows the session's last answer: a retransmission is replayed, uncharged.
+    let again = new.credit_control(2, &u1);
+    assert!(again.retransmission && again.debit.is_none(), "{again:?}");
+    assert_eq!(new.credit_control(2, &u2).debit, Some((1, 60)));
+    // The same batch again (the acknowledgement was lost): nothing moves twice.
+    new.check_import(&batch).expect("a copy is fine");
+    assert!(!new.is_new_import(&batch));
+    let copy = new.apply_import(3, &batch, true);
+    assert_eq!((copy.accounts, copy.duplicates), (0, 3));
+    let t = ccr(s, CAROL, CcRequestType::TERMINATION_REQUEST, 3, Some(10));
+    assert_eq!(new.credit_control(3, &t).debit, Some((1, 20)));
+    books(&new);
+    // Summed over nodes, or on the owner with what it carried: 45 + 30 + 10 s at 2.
+    let on_new = new.ledger.get(1).expect("account").debited;
+    assert_eq!(on_new + old.ledger.get(1).expect("account").debited, 170);
+    assert_eq!(on_new + new.ownership.debited_before(1), 170);
+    assert_eq!(new.ledger.get(1).map(|a| a.initial), Some(1000 - 90));
+    // A stale copy to the old node (it moved them away at that epoch) is refused.
+    assert!(old.check_import(&batch).is_err());
+}
