@@ -69,6 +69,8 @@ pub struct Metrics {
     asr_from_pdf: AtomicU64,
     redirects: AtomicU64,
     retransmissions: AtomicU64,
+    /// PDF connections closed after they were up: by the PDF's DPR, by our DPR, lost.
+    pdf_connections_closed: [AtomicU64; 3],
 }
 
 fn result_index(result: ResultCode) -> usize {
@@ -129,6 +131,17 @@ impl Metrics {
     /// A CCR re-sent with the T flag after a connection loss.
     pub fn record_retransmission(&self) {
         self.retransmissions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A PDF connection that was up is gone.
+    pub fn record_pdf_connection_closed(&self, reason: &protocol::peer::DownReason) {
+        use protocol::peer::DownReason;
+        let index = match reason {
+            DownReason::PeerDisconnected(_) => 0,
+            DownReason::LocalDisconnect(_) => 1,
+            _ => 2,
+        };
+        self.pdf_connections_closed[index].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text.
@@ -197,6 +210,15 @@ impl Metrics {
                 out,
                 "gateway_sessions_cut_total{{cause=\"{cause}\"}} {}",
                 self.cuts[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP gateway_pdf_connections_closed_total PDF connections closed after they were up, by who closed them (pdf_dpr: the PDF sent DPR; gateway_dpr: the gateway did; lost: no DPR).");
+        let _ = writeln!(out, "# TYPE gateway_pdf_connections_closed_total counter");
+        for (i, reason) in ["pdf_dpr", "gateway_dpr", "lost"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "gateway_pdf_connections_closed_total{{reason=\"{reason}\"}} {}",
+                self.pdf_connections_closed[i].load(Ordering::Relaxed)
             );
         }
         for (name, help, value) in [

@@ -110,6 +110,7 @@ impl Relay {
                 relay: weak.clone(),
                 node,
                 connection,
+                up: std::sync::atomic::AtomicBool::new(false),
             })
         };
         self.pool.add(node, &factory)
@@ -843,6 +844,9 @@ struct PdfSide {
     relay: Weak<Relay>,
     node: u8,
     connection: u8,
+    /// Whether the connection is up (a Down after an Up is a connection closed; a failed
+    /// connect is not).
+    up: std::sync::atomic::AtomicBool,
 }
 
 impl Handler for PdfSide {
@@ -864,9 +868,13 @@ impl Handler for PdfSide {
         };
         match event {
             ConnectionEvent::Down(reason) => {
+                if self.up.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                    relay.metrics.record_pdf_connection_closed(reason);
+                }
                 relay.connection_down(self.node, self.connection, reason)
             }
             ConnectionEvent::Up(peer) => {
+                self.up.store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(node = self.node, connection = self.connection, peer = %peer.origin_host, "PDF connection up")
             }
             _ => {}

@@ -133,6 +133,9 @@ fn rows(runs: &[Run]) -> Vec<Row> {
             (None, false) => format!("{} (pdf check FAILED)", r.books.mismatches),
         },
     );
+    if runs.iter().any(|r| r.report.upgrade.is_some()) {
+        upgrade_rows(&mut row);
+    }
     row("thresholds failed", &|r| {
         let failed: Vec<&str> = r
             .thresholds
@@ -153,6 +156,98 @@ fn rows(runs: &[Run]) -> Vec<Row> {
         last.verdict = true;
     }
     rows
+}
+
+/// The rows of an upgrade comparison (issue 7): what each strategy cost.
+/// A cell of the table, from a run's report.
+type Cell<'a> = &'a dyn Fn(&Report) -> String;
+
+fn upgrade_rows(row: &mut dyn FnMut(&str, Cell<'_>)) {
+    use crate::upgrade::UpgradeReport;
+    fn cell<'a>(f: &'a dyn Fn(&UpgradeReport) -> String) -> impl Fn(&Report) -> String + 'a {
+        move |r: &Report| r.upgrade.as_ref().map_or_else(|| "-".to_owned(), f)
+    }
+    let seconds = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.2}"));
+    row("upgrade", &cell(&|u| u.strategies.join("+")));
+    row(
+        "  time to complete s",
+        &cell(&|u| u.completed_s.map_or("FAILED".into(), |s| format!("{s:.2}"))),
+    );
+    row(
+        "  drain s",
+        &cell(&|u| seconds(u.upgrades.iter().filter_map(|x| x.drain_s).reduce(f64::max))),
+    );
+    row(
+        "  both versions live s",
+        &cell(&|u| {
+            seconds(
+                u.upgrades
+                    .iter()
+                    .filter_map(|x| x.side_by_side_s)
+                    .reduce(f64::max),
+            )
+        }),
+    );
+    row("  sessions cut", &cell(&|u| u.sessions_cut.to_string()));
+    row(
+        "  requests failed/timed out",
+        &cell(&|u| format!("{}/{}", u.failed_requests, u.timeouts)),
+    );
+    row(
+        "  pause ms",
+        &cell(&|u| u.pause.map_or("-".into(), |g| g.ms.to_string())),
+    );
+    row(
+        "  gap before ms",
+        &cell(&|u| u.gap_before.map_or("-".into(), |g| g.ms.to_string())),
+    );
+    row(
+        "  p99 before/during ms",
+        &cell(&|u| {
+            format!(
+                "{}/{}",
+                html::ms(u.latency_before.p99_us),
+                html::ms(u.latency_during.p99_us)
+            )
+        }),
+    );
+    row(
+        "  max before/during ms",
+        &cell(&|u| {
+            format!(
+                "{}/{}",
+                html::ms(u.latency_before.max_us),
+                html::ms(u.latency_during.max_us)
+            )
+        }),
+    );
+    row(
+        "  connections closed",
+        &cell(&|u| u.connections_closed.map_or("?".into(), |c| c.to_string())),
+    );
+    row(
+        "  charged twice (accounts/money)",
+        &cell(&|u| format!("{}/{}", u.overcharged_accounts, u.overcharged_money)),
+    );
+    row(
+        "  lost (accounts/money)",
+        &cell(&|u| format!("{}/{}", u.undercharged_accounts, u.undercharged_money)),
+    );
+    row(
+        "  longest s below SLO",
+        &cell(&|u| u.longest_below_slo_s.to_string()),
+    );
+    row(
+        "  split-brain accounts",
+        &cell(&|u| {
+            u.split_brain.as_ref().map_or("-".into(), |s| {
+                format!(
+                    "{} ({} overdrawn)",
+                    s.accounts_on_both, s.overdrawn_accounts
+                )
+            })
+        }),
+    );
 }
 
 /// The side-by-side table as text, one column per run.
@@ -348,6 +443,95 @@ mod tests {
         assert_eq!(page.matches("<svg").count(), 3);
         assert!(page.contains("<td class=\"n fail\">FAIL</td>"));
         assert!(page.contains("p99 latency per second"));
+    }
+
+    #[test]
+    fn upgrade_runs_show_what_each_strategy_cost() {
+        use crate::upgrade::{Gap, SplitBrain, UpgradeRecord, UpgradeReport, WindowLatency};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut restart = sample_report("sweep-restart", 1500, 299);
+        restart.upgrade = Some(UpgradeReport {
+            strategies: vec!["restart".into()],
+            upgrades: vec![UpgradeRecord {
+                strategy: "restart".into(),
+                ok: true,
+                took_s: 0.04,
+                ..Default::default()
+            }],
+            completed_s: Some(0.04),
+            sessions_cut: 299,
+            failed_requests: 300,
+            timeouts: 1,
+            pause: Some(Gap { ms: 58, at_s: 2.0 }),
+            latency_before: WindowLatency {
+                p99_us: 13_710,
+                max_us: 24_980,
+                ..Default::default()
+            },
+            latency_during: WindowLatency {
+                p99_us: 45_630,
+                max_us: 69_890,
+                ..Default::default()
+            },
+            connections_closed: Some(2),
+            longest_below_slo_s: 2,
+            ..Default::default()
+        });
+        let mut drain = sample_report("sweep-drain", 1500, 0);
+        drain.upgrade = Some(UpgradeReport {
+            strategies: vec!["drain".into()],
+            upgrades: vec![UpgradeRecord {
+                strategy: "drain".into(),
+                ok: true,
+                drain_s: Some(3.67),
+                side_by_side_s: Some(3.73),
+                ..Default::default()
+            }],
+            completed_s: Some(3.75),
+            connections_closed: Some(2),
+            split_brain: Some(SplitBrain {
+                accounts_on_both: 483,
+                overdrawn_accounts: 6,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let plain = sample_report("smoke", 1000, 0);
+        let paths = [
+            write(dir.path(), "r.json", &restart),
+            write(dir.path(), "d.json", &drain),
+            write(dir.path(), "p.json", &plain),
+        ];
+        let text = table(&load_all(&paths).expect("load"));
+        let row = |heading: &str| {
+            text.lines()
+                .find(|l| l.starts_with(heading))
+                .unwrap_or_else(|| panic!("{heading} in\n{text}"))
+                .split_whitespace()
+                .rev()
+                .take(3)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(row("upgrade"), ["restart", "drain", "-"]);
+        assert_eq!(row("  time to complete s"), ["0.04", "3.75", "-"]);
+        assert_eq!(row("  drain s"), ["-", "3.67", "-"]);
+        assert_eq!(row("  both versions live s"), ["-", "3.73", "-"]);
+        assert_eq!(row("  sessions cut"), ["299", "0", "-"]);
+        assert_eq!(row("  requests failed/timed out"), ["300/1", "0/0", "-"]);
+        assert_eq!(row("  pause ms"), ["58", "-", "-"]);
+        assert_eq!(
+            row("  p99 before/during ms"),
+            ["13.71/45.63", "0.00/0.00", "-"]
+        );
+        assert_eq!(row("  connections closed"), ["2", "2", "-"]);
+        assert_eq!(row("  longest s below SLO"), ["2", "0", "-"]);
+        assert!(text.contains("483 (6 overdrawn)"), "{text}");
+        // Without an upgrade, no upgrade rows.
+        let text = table(&load_all(&paths[2..]).expect("load"));
+        assert!(!text.contains("pause ms"), "{text}");
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   environment (`LOADGEN_GATEWAY`, `LOADGEN_GATEWAY_ADMIN`, `LOADGEN_PDF_ADMIN`,
 //!   `LOADGEN_PDF_PID`, `LOADGEN_OUT`), its output in `event-<i>.log` in the output
 //!   directory, its exit status recorded. Commands run beside the traffic (a long one does
-//!   not hold up later events); one still running 10 s after traffic ended is killed.
+//!   not hold up later events); one still running 10 s after traffic ended is killed;
+//! - `upgrade`: a strategy run by [`crate::upgrade`] (restart, drain; hot once the pdf has it).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -74,8 +75,8 @@ pub struct Targets {
     pub dir: PathBuf,
     /// The output directory (command logs).
     pub out: PathBuf,
-    /// The spawned pdf, for `upgrade` with `strategy = "restart"`.
-    pub pdf: Option<std::sync::Arc<crate::run::PdfProcess>>,
+    /// The spawned pdfs and the measurements, for `upgrade` events.
+    pub upgrade: Option<crate::upgrade::UpgradeTargets>,
 }
 
 impl Targets {
@@ -164,15 +165,18 @@ pub async fn fire(
             )
             .await
         }
-        Event::Upgrade(_) if event.is_restart() => match targets.pdf.clone() {
-            Some(pdf) => match tokio::task::spawn_blocking(move || pdf.restart()).await {
-                Ok(Ok(detail)) => (true, detail, None),
-                Ok(Err(error)) => (false, format!("{error:#}"), None),
-                Err(error) => (false, error.to_string(), None),
-            },
-            None => (false, "no spawned pdf to restart".to_owned(), None),
+        Event::Upgrade(_) => match (event.upgrade(), &targets.upgrade) {
+            (Some(upgrade), Some(upgrade_targets)) => {
+                let (ok, detail) = crate::upgrade::fire(&upgrade, upgrade_targets).await;
+                (ok, detail, None)
+            }
+            (None, _) => (false, "not a valid upgrade event".to_owned(), None),
+            (_, None) => (
+                false,
+                "no spawned pdf to upgrade (topology.spawn = false)".to_owned(),
+                None,
+            ),
         },
-        Event::Upgrade(_) => (false, "not implemented yet (issue 7)".to_owned(), None),
     };
     EventRecord {
         at_s: event.at().unwrap_or_default().as_secs_f64(),

@@ -14,7 +14,10 @@
 //! - [`merge`]: `loadgen merge`, shard reports combined exactly;
 //! - [`nodes`]: live sessions per PDF node, sampled from the gateway's admin port;
 //! - [`windows`]: thresholds scoped to a window of the timeline (`[[slo.window]]`);
-//! - [`schema`]: `loadgen schema`, the JSON Schema of the scenario format.
+//! - [`schema`]: `loadgen schema`, the JSON Schema of the scenario format;
+//! - [`windows`]: thresholds scoped to a window of the timeline (`[[slo.window]]`);
+//! - [`upgrade`]: upgrade strategies (restart, drain) and what an upgrade run reports;
+//! - [`sweep`]: `loadgen sweep`, one scenario run once per upgrade strategy, compared.
 
 pub mod compare;
 pub mod events;
@@ -28,4 +31,6 @@ pub mod run;
 pub mod scenario;
 pub mod schema;
 pub mod shard;
+pub mod sweep;
+pub mod upgrade;
 pub mod windows;

@@ -57,6 +57,20 @@ enum Mode {
     },
     /// Print the JSON Schema (draft 2020-12) of the scenario format, for editors.
     Schema,
+    /// Run a scenario once per upgrade strategy (its `upgrade` events' strategy replaced;
+    /// same seed) into DIR/<strategy>/, then compare them: DIR/compare.txt and
+    /// DIR/compare.html.
+    Sweep {
+        /// The scenario file (with at least one `upgrade` event).
+        file: PathBuf,
+        /// The strategies, comma-separated (default: every one the loadgen runs:
+        /// restart,drain).
+        #[arg(long, value_name = "LIST")]
+        strategies: Option<String>,
+        /// Directory for the runs and the comparison (default target/loadgen/<name>-sweep).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Compare runs side by side: a table of several summary.json files (exit 2 when one is
     /// missing or not a summary), and with --out DIR/compare.html with overlaid plots.
     Compare {
@@ -91,6 +105,11 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Mode::Compare { files, out } => return loadgen::compare::main(files, out.as_deref()),
+        Mode::Sweep {
+            file,
+            strategies,
+            out,
+        } => return loadgen::sweep::main(file, strategies.as_deref(), out.as_deref()),
     };
     let scenario = match Scenario::load(file) {
         Ok(scenario) => scenario,

@@ -284,6 +284,8 @@ pub fn merge(inputs: &[(String, Report)]) -> Result<Report, String> {
                 .map(|(_, r)| r.pdf_sessions.as_slice())
                 .collect::<Vec<_>>(),
         ),
+        // An upgrade's figures are per run: each shard's summary.json keeps its own.
+        upgrade: None,
     })
 }
 
@@ -322,6 +324,10 @@ fn merge_books(reports: &[(&str, &Report)]) -> Books {
         books.accounts_compared += r.books.accounts_compared;
         books.accounts_uncertain += r.books.accounts_uncertain;
         books.mismatches += r.books.mismatches;
+        books.overcharged += r.books.overcharged;
+        books.overcharged_money += r.books.overcharged_money;
+        books.undercharged += r.books.undercharged;
+        books.undercharged_money += r.books.undercharged_money;
         for example in &r.books.examples {
             if books.examples.len() < EXAMPLES {
                 books.examples.push(example.clone());
@@ -481,6 +487,7 @@ mod tests {
                 examples: vec![],
                 pdf_books_ok: true,
                 error: None,
+                ..Default::default()
             },
             thresholds: vec![],
             timeline: seconds
@@ -517,6 +524,7 @@ mod tests {
             }],
             slo_windows: Vec::new(),
             pdf_sessions: Vec::new(),
+            upgrade: None,
         }
     }
 

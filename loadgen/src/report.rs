@@ -181,6 +181,9 @@ pub struct Report {
     /// without the gateway's admin address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pdf_sessions: Vec<crate::nodes::NodeSample>,
+    /// What the run's upgrades cost (absent without an `upgrade` event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<crate::upgrade::UpgradeReport>,
 }
 
 impl Report {
@@ -259,6 +262,21 @@ impl Report {
                 if books.pdf_books_ok { "ok" } else { "FAILED" }
             ),
         };
+        if books.mismatches > 0 {
+            text += &format!(
+                "  of which {} charged too much (+{}), {} too little (-{})\n",
+                books.overcharged,
+                books.overcharged_money,
+                books.undercharged,
+                books.undercharged_money
+            );
+        }
+        if books.nodes.len() > 1 {
+            text += &format!(
+                "  each account's debits on {} added up\n",
+                books.nodes.join(" + ")
+            );
+        }
         for example in &books.examples {
             text += &format!("  {example}\n");
         }
@@ -273,6 +291,9 @@ impl Report {
                     event.detail
                 );
             }
+        }
+        if let Some(upgrade) = &self.upgrade {
+            text += &upgrade.summary();
         }
         for span in &self.slo_windows {
             let seconds = match (span.seconds.first(), span.seconds.last()) {
@@ -336,6 +357,7 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
         events: Vec::new(),
         slo_windows,
         pdf_sessions: Vec::new(),
+        upgrade: None,
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Stats {
     behind: Mutex<Histogram<u64>>,
     interval: Mutex<Histogram<u64>>,
     timeline: Mutex<Vec<Second>>,
+    /// When answers arrived, and latency around upgrades.
+    pub watch: Arc<crate::upgrade::Watch>,
 }
 
 /// The access connections' handler: answers ASR and remembers its cause per session.
@@ -120,18 +122,30 @@ impl Handler for AsrInbox {
 struct Spawned {
     child: std::process::Child,
     name: &'static str,
+    /// Its exit status once it was reaped (nothing is signalled after that: the pid may be
+    /// another process's by then).
+    exited: Option<std::process::ExitStatus>,
 }
 
-impl Drop for Spawned {
-    fn drop(&mut self) {
+impl Spawned {
+    /// SIGTERM, then waits up to 10 s for the exit (SIGKILL after that); the exit status.
+    fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        if self.exited.is_some() {
+            return self.exited;
+        }
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.exited = Some(status);
+            return self.exited;
+        }
         let _ = std::process::Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exited = Some(status);
+                return self.exited;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -140,46 +154,177 @@ impl Drop for Spawned {
             "did not stop within 10 s of SIGTERM; killing it"
         );
         let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.exited = self.child.wait().ok();
+        self.exited
     }
 }
 
-/// The spawned pdf, restartable by an `upgrade` event with `strategy = "restart"`.
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A pdf the loadgen started: restartable by an `upgrade` event with `strategy =
+/// "restart"`, stopped by a drain, and after a hot upgrade the process that took over
+/// (not the loadgen's child: stopped by its pid).
 pub struct PdfProcess {
     slot: Mutex<Option<Spawned>>,
-    binary: PathBuf,
-    args: Vec<String>,
+    /// The binary, the loadgen's arguments, and the scenario's extra ones.
+    command: Mutex<(PathBuf, Vec<String>, Vec<String>)>,
     log: PathBuf,
+    /// The pid of a process that took over by a hot upgrade.
+    adopted: Mutex<Option<u32>>,
 }
 
 impl std::fmt::Debug for PdfProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PdfProcess({})", self.binary.display())
+        let command = self.command.lock().unwrap_or_else(|p| p.into_inner());
+        write!(f, "PdfProcess({})", command.0.display())
     }
 }
 
 impl PdfProcess {
+    /// Starts `binary` with `args` (its stderr into `log`); returns it with its Diameter and
+    /// admin addresses.
+    pub fn start(
+        binary: &Path,
+        args: Vec<String>,
+        log: PathBuf,
+    ) -> anyhow::Result<(Arc<Self>, SocketAddr, SocketAddr)> {
+        let (spawned, diameter, admin) = spawn("pdf", binary, &args, &log)?;
+        let process = Arc::new(Self {
+            slot: Mutex::new(Some(spawned)),
+            command: Mutex::new((binary.to_path_buf(), args, Vec::new())),
+            log,
+            adopted: Mutex::new(None),
+        });
+        Ok((process, diameter, admin))
+    }
+
+    /// Replaces the loadgen's arguments (a restart comes back with them: the addresses the
+    /// first start was given).
+    pub fn set_args(&self, args: Vec<String>) {
+        self.command.lock().unwrap_or_else(|p| p.into_inner()).1 = args;
+    }
+
+    /// The binary and every argument the pdf runs with.
+    pub fn command_line(&self) -> (PathBuf, Vec<String>) {
+        let command = self.command.lock().unwrap_or_else(|p| p.into_inner());
+        let mut args = command.1.clone();
+        args.extend(command.2.iter().cloned());
+        (command.0.clone(), args)
+    }
+
+    /// The running process's pid.
+    pub fn pid(&self) -> Option<u32> {
+        if let Some(pid) = *self.adopted.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Some(pid);
+        }
+        self.slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|s| s.exited.is_none())
+            .map(|s| s.child.id())
+    }
+
     /// Stops the pdf with SIGTERM (it sends DPR REBOOTING to the gateway and closes its
-    /// journal) and starts it again on the same addresses and data directory. Blocking;
-    /// returns what happened, for the event's record.
-    pub fn restart(&self) -> anyhow::Result<String> {
+    /// journal) and starts it again on the same addresses and data directory: with `binary`
+    /// and the scenario's `extra` arguments if given (the new version). Blocking; returns
+    /// what happened, for the event's record.
+    pub fn restart(
+        &self,
+        binary: Option<&Path>,
+        extra: Option<&[String]>,
+    ) -> anyhow::Result<String> {
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         let stopping = Instant::now();
-        let old = slot.take().context("the pdf is not running")?;
+        let mut old = slot.take().context("the pdf is not running")?;
         let old_pid = old.child.id();
-        drop(old); // SIGTERM, then waits for the exit (killed after 10 s)
+        let status = old.terminate(); // SIGTERM, then waits for the exit (killed after 10 s)
         let stopped = stopping.elapsed();
         let log = self.log.with_extension("restarted.log");
-        let (new, address, _) = spawn("pdf", &self.binary, &self.args, &log)?;
+        let (binary, args) = {
+            let mut command = self.command.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(binary) = binary {
+                command.0 = binary.to_path_buf();
+            }
+            if let Some(extra) = extra {
+                command.2 = extra.to_vec();
+            }
+            let mut args = command.1.clone();
+            args.extend(command.2.iter().cloned());
+            (command.0.clone(), args)
+        };
+        let (new, address, _) = spawn("pdf", &binary, &args, &log)?;
         let detail = format!(
-            "pdf {old_pid} stopped in {} ms; pdf {} listening on {address} {} ms later",
+            "pdf {old_pid} stopped in {} ms ({}); pdf {} listening on {address} {} ms later",
             stopped.as_millis(),
+            status.map_or("exit status unknown".to_owned(), |s| s.to_string()),
             new.child.id(),
             (stopping.elapsed() - stopped).as_millis()
         );
         *slot = Some(new);
         Ok(detail)
     }
+
+    /// Stops the pdf with SIGTERM and waits for it (SIGKILL after 10 s); its exit status
+    /// (None if it was not running or is not the loadgen's child). Blocking.
+    pub fn stop(&self) -> Option<std::process::ExitStatus> {
+        if let Some(pid) = self
+            .adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            stop_pid(pid);
+        }
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_mut().and_then(Spawned::terminate)
+    }
+
+    /// After a hot upgrade: the process `pid` serves now; the loadgen's child (the old
+    /// process) should exit by itself. Waits up to `wait` for it; its exit status.
+    pub fn adopt(&self, pid: u32, wait: Duration) -> Option<std::process::ExitStatus> {
+        *self.adopted.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let old = slot.as_mut()?;
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = old.child.try_wait() {
+                old.exited = Some(status);
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// SIGTERM to a process that is not the loadgen's child, then waits up to 10 s for it to
+/// go (SIGKILL after that).
+fn stop_pid(pid: u32) {
+    let alive = || {
+        std::process::Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if !alive() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
 }
 
 /// Starts `binary` with `args`, its stderr into `log`; returns it and its addresses.
@@ -206,7 +351,11 @@ fn spawn(
         .spawn()
         .with_context(|| format!("starting {}", binary.display()))?;
     let stdout = child.stdout.take().context("no stdout")?;
-    let process = Spawned { child, name };
+    let process = Spawned {
+        child,
+        name,
+        exited: None,
+    };
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = std::io::BufReader::new(stdout).lines();
@@ -281,7 +430,7 @@ pub(crate) fn http(
 }
 
 /// A GET that must answer 200; returns the body.
-fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let (status, body) = http(addr, "GET", path, None)?;
     if status != 200 {
         bail!("GET {path}: HTTP {status}");
@@ -299,7 +448,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     let load = shard.load(&scenario.load);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut processes = Vec::new();
-    let mut pdf_process: Option<Arc<PdfProcess>> = None;
+    let mut fleet: Option<Arc<crate::upgrade::Fleet>> = None;
     let mut targets = crate::events::Targets {
         dir: scenario.base.clone(),
         out: out.to_path_buf(),
@@ -312,41 +461,21 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
             .to_path_buf();
         let pdf_config = out.join("pdf.toml");
         std::fs::write(&pdf_config, population_toml(&scenario.population))?;
-        let mut pdf_args: Vec<String> = [
-            "--config",
-            &pdf_config.display().to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        let restarts = scenario
-            .events
-            .iter()
-            .any(crate::scenario::Event::is_restart);
-        if restarts {
-            // Balances must survive the restart: the journal in a fresh data directory.
-            let data = out.join("pdf-data");
-            let _ = std::fs::remove_dir_all(&data);
-            pdf_args.extend(["--data-dir".to_owned(), data.display().to_string()]);
-        }
-        let binary = dir.join("pdf");
-        let log = out.join("pdf.log");
-        let (pdf, pdf_addr, pdf_admin) = spawn("pdf", &binary, &pdf_args, &log)?;
-        targets.pdf_pid = Some(pdf.child.id());
-        // A restart comes back on the same addresses.
-        pdf_args[3] = pdf_addr.to_string();
-        pdf_args[5] = pdf_admin.to_string();
-        let restartable = Arc::new(PdfProcess {
-            slot: Mutex::new(Some(pdf)),
-            binary,
-            args: pdf_args,
-            log,
-        });
-        targets.pdf = Some(restartable.clone());
-        pdf_process = Some(restartable);
+        // With an upgrade, every pdf keeps a journal in its own fresh data directory
+        // (balances survive a restart; every strategy runs with the same durability).
+        let upgrades = scenario.events.iter().any(|e| e.upgrade().is_some());
+        let pdfs = Arc::new(crate::upgrade::Fleet::new(
+            dir.join("pdf"),
+            pdf_config,
+            out.to_path_buf(),
+            scenario.base.clone(),
+            upgrades,
+        ));
+        let first = pdfs.start_next(None, &[])?;
+        let (pdf_addr, pdf_admin) = (first.diameter, first.admin);
+        targets.pdf_pid = first.process.pid();
+        pdfs.push(first);
+        fleet = Some(pdfs);
         let gateway_args: Vec<String> = vec![
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -423,9 +552,22 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
             Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds"),
         ),
         timeline: Mutex::default(),
+        watch: Arc::default(),
     });
+    // PDF connections the gateway closed before traffic (none, normally): the upgrade
+    // report counts those closed during the run.
+    let closed_before = match targets.gateway_admin {
+        Some(admin) if !scenario.events.is_empty() => {
+            tokio::task::spawn_blocking(move || crate::upgrade::connections_closed(admin))
+                .await
+                .ok()
+                .flatten()
+        }
+        _ => None,
+    };
     let scenario = Arc::new(scenario);
     let started = Instant::now();
+    stats.watch.start(started);
     let deadline = started + scenario.duration.0;
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -449,6 +591,16 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
         scenario.duration.0,
         progress.clone(),
     ));
+    targets.upgrade = fleet.clone().map(|fleet| crate::upgrade::UpgradeTargets {
+        fleet,
+        gateway_admin: targets.gateway_admin,
+        watch: stats.watch.clone(),
+        progress: progress.clone(),
+        started,
+        time_scale: scenario.time_scale,
+        accounts: scenario.population.accounts(),
+    });
+    let gateway_admin = targets.gateway_admin;
     // Events act on shared processes once: with spawn = false only shard 0 fires them.
     let fire_events = scenario.topology.spawn || shard.index == 0;
     let events = tokio::spawn(crate::events::run(
@@ -545,22 +697,63 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     }
     let events = events.await.context("the events task panicked")?;
 
-    let books = check_books(pdf_admin, &stats, &scenario.population, shard).await;
+    let closed = match (closed_before, gateway_admin) {
+        (Some(before), Some(admin)) => {
+            tokio::task::spawn_blocking(move || crate::upgrade::connections_closed(admin))
+                .await
+                .ok()
+                .flatten()
+                .map(|after| after.saturating_sub(before))
+        }
+        _ => None,
+    };
+    // The books of every pdf the run charged on: the ones still running, and those a drain
+    // stopped (read just before they stopped).
+    let sources: Vec<(String, BookSource)> = match &fleet {
+        Some(fleet) => fleet
+            .nodes()
+            .into_iter()
+            .map(|node| {
+                let source = match node.retired {
+                    Some((books, _)) => BookSource::Read(books),
+                    None => BookSource::Live(node.admin),
+                };
+                (node.name, source)
+            })
+            .collect(),
+        None => vec![("pdf".to_owned(), BookSource::Live(pdf_admin))],
+    };
+    let books = check_books(sources, &stats, &scenario.population, shard).await;
     for client in clients {
         client
             .close(protocol::dictionary::DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU)
             .await;
     }
     drop(processes);
-    if let Some(pdf) = pdf_process {
-        drop(pdf.slot.lock().unwrap_or_else(|p| p.into_inner()).take());
+    // Every pdf the loadgen started stops here (SIGTERM; SIGKILL after 10 s).
+    if let Some(fleet) = fleet {
+        let _ = tokio::task::spawn_blocking(move || fleet.stop_all()).await;
     }
     let mut report = crate::report::build(&scenario, &stats, elapsed, books);
     report.shard = Some(shard);
     report.events = events;
     report.pdf_sessions =
         std::mem::take(&mut *node_samples.lock().unwrap_or_else(|p| p.into_inner()));
+    report.upgrade = crate::upgrade::report(
+        &report,
+        &stats.watch,
+        scenario.load.ramp.map_or(Duration::ZERO, |r| r.0),
+        closed,
+    );
     Ok(report)
+}
+
+/// Where the books check reads a pdf's books.
+enum BookSource {
+    /// From its admin port now.
+    Live(SocketAddr),
+    /// Read before it stopped (a drained pdf), or why they could not be.
+    Read(Result<crate::upgrade::NodeBooks, String>),
 }
 
 /// What one session needs.
@@ -911,6 +1104,10 @@ impl Ctx {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .record(done.duration_since(intended.min(sent)).as_micros().max(1) as u64);
+        self.stats.watch.answer(
+            done,
+            done.duration_since(intended.min(sent)).as_micros().max(1) as u64,
+        );
         if !matches!(
             result,
             ResultCode::SUCCESS | ResultCode::CREDIT_LIMIT_REACHED | ResultCode::USER_UNKNOWN
@@ -1003,14 +1200,32 @@ pub struct Books {
     pub mismatches: u64,
     /// The first few mismatches.
     pub examples: Vec<String>,
-    /// The pdf's own books check.
+    /// The pdf's own books check (every pdf's, after a drain).
     pub pdf_books_ok: bool,
     /// Why the check could not run.
     pub error: Option<String>,
+    /// Of the mismatches: accounts debited more than usage x tariff (charged twice).
+    #[serde(default)]
+    pub overcharged: u64,
+    /// The money debited beyond usage x tariff.
+    #[serde(default)]
+    pub overcharged_money: i64,
+    /// Of the mismatches: accounts debited less than usage x tariff (money lost).
+    #[serde(default)]
+    pub undercharged: u64,
+    /// The money not debited.
+    #[serde(default)]
+    pub undercharged_money: i64,
+    /// The pdfs whose books were added up (`pdf0`, and `pdf1` after a drain).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    /// With several pdfs: accounts charged on more than one and overdrawn across them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_brain: Option<crate::upgrade::SplitBrain>,
 }
 
 async fn check_books(
-    admin: SocketAddr,
+    sources: Vec<(String, BookSource)>,
     stats: &Stats,
     spec: &PopulationSpec,
     shard: Shard,
@@ -1031,43 +1246,50 @@ async fn check_books(
             checked: true,
             ..Default::default()
         };
-        let pdf_books: serde_json::Value = serde_json::from_str(&http_get(admin, "/books")?)?;
-        books.pdf_books_ok = pdf_books["ok"] == true;
-        let mut from = 0u32;
-        while from < accounts {
-            let page: serde_json::Value = serde_json::from_str(&http_get(
-                admin,
-                &format!("/accounts?from={from}&count=10000"),
-            )?)?;
-            let list = page["accounts"]
-                .as_array()
-                .context("no accounts in the page")?;
-            if list.is_empty() {
-                break;
+        let mut read = Vec::new();
+        for (name, source) in sources {
+            let node = match source {
+                BookSource::Live(admin) => crate::upgrade::read_books(admin, accounts)
+                    .with_context(|| format!("{name}'s books"))?,
+                BookSource::Read(result) => result
+                    .map_err(|e| anyhow::anyhow!("{name}'s books (read before it stopped): {e}"))?,
+            };
+            books.nodes.push(name.clone());
+            read.push((name, node));
+        }
+        // With several pdfs (a drain), an account's debits on each add up.
+        let combined = crate::upgrade::combine(&read);
+        books.pdf_books_ok = combined.ok;
+        books.split_brain = combined.split_brain;
+        let mut ids: Vec<u32> = combined.accounts.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let debited = combined.accounts[&id].0;
+            if !shard.owns_account(id) {
+                // Another shard's account: that shard checks it.
+                continue;
             }
-            for account in list {
-                let id = account["id"].as_u64().context("account id")? as u32;
-                let debited = account["debited"].as_i64().context("debited")?;
-                if !shard.owns_account(id) {
-                    // Another shard's account: that shard checks it.
-                    continue;
+            if uncertain.contains(&id) {
+                books.accounts_uncertain += 1;
+                continue;
+            }
+            books.accounts_compared += 1;
+            let want = expected.get(&id).copied().unwrap_or(0);
+            if debited != want {
+                books.mismatches += 1;
+                if debited > want {
+                    books.overcharged += 1;
+                    books.overcharged_money += debited - want;
+                } else {
+                    books.undercharged += 1;
+                    books.undercharged_money += want - debited;
                 }
-                if uncertain.contains(&id) {
-                    books.accounts_uncertain += 1;
-                    continue;
-                }
-                books.accounts_compared += 1;
-                let want = expected.get(&id).copied().unwrap_or(0);
-                if debited != want {
-                    books.mismatches += 1;
-                    if books.examples.len() < 10 {
-                        books.examples.push(format!(
-                            "account {id}: debited {debited}, usage x tariff {want}"
-                        ));
-                    }
+                if books.examples.len() < 10 {
+                    books.examples.push(format!(
+                        "account {id}: debited {debited}, usage x tariff {want}"
+                    ));
                 }
             }
-            from += list.len() as u32;
         }
         Ok(books)
     })

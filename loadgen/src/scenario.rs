@@ -929,10 +929,20 @@ pub enum Event {
         /// The program and its arguments, like `["sh", "-c", "..."]`.
         run: Vec<String>,
     },
-    /// Upgrade the PDF with a strategy. `strategy = "restart"` (stop the pdf with SIGTERM:
-    /// DPR REBOOTING; start it again on the same addresses and data directory) is
-    /// implemented; drain, hot and migrate are the upgrade issue's and are refused.
-    #[schemars(extend("properties" = {"strategy": {"const": "restart"}, "at": {"type": ["string", "number"]}}, "required" = ["strategy", "at"]))]
+    /// Upgrade the PDF with a strategy (see [`Upgrade`]): `restart` (stop the pdf with
+    /// SIGTERM: DPR REBOOTING; start the new version on the same addresses and data
+    /// directory) and `drain` (start the new version beside it, move new sessions to it, wait
+    /// for the old one's last session, stop it) are implemented; `hot` and `migrate` are
+    /// refused until the pdf can do them.
+    #[schemars(extend("properties" = {
+        "action": {"const": "upgrade", "type": "string"},
+        "strategy": {"enum": ["restart", "drain"]},
+        "at": {"type": ["string", "number"]},
+        "binary": {"type": "string"},
+        "args": {"type": "array", "items": {"type": "string"}},
+        "weight": {"type": "integer", "minimum": 1},
+        "drain_timeout": {"type": ["string", "number"]}
+    }, "required" = ["action", "strategy", "at"], "additionalProperties" = false))]
     Upgrade(BTreeMap<String, serde_json::Value>),
 }
 
@@ -943,13 +953,22 @@ impl Event {
             Event::KillNode { at, .. }
             | Event::SetWeight { at, .. }
             | Event::Command { at, .. } => Some(at.0),
-            Event::Upgrade(fields) => restart_at(fields),
+            Event::Upgrade(_) => self.upgrade().map(|u| u.at),
         }
     }
 
-    /// Whether this is an implemented upgrade (`strategy = "restart"`).
+    /// An `upgrade` event's keys, if it is one and they read well.
+    pub fn upgrade(&self) -> Option<Upgrade> {
+        match self {
+            Event::Upgrade(fields) => Upgrade::read(fields).ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether this is an upgrade with `strategy = "restart"`.
     pub fn is_restart(&self) -> bool {
-        matches!(self, Event::Upgrade(fields) if restart_at(fields).is_some())
+        self.upgrade()
+            .is_some_and(|u| u.strategy == Strategy::Restart)
     }
 
     /// The `action` key's value.
@@ -976,18 +995,165 @@ impl Event {
     }
 }
 
-/// The time of an `upgrade` event with `strategy = "restart"` and nothing else.
-fn restart_at(fields: &BTreeMap<String, serde_json::Value>) -> Option<Duration> {
-    if fields.get("strategy").and_then(|s| s.as_str()) != Some("restart") || fields.len() != 2 {
-        return None;
+/// An upgrade strategy (issue 7; DESIGN.md section 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Stop the pdf, start the new version on the same addresses and data directory.
+    Restart,
+    /// Start the new version beside the old one, send new sessions to it, stop the old one
+    /// when its last session has ended.
+    Drain,
+    /// In place: the pdf's admin `POST /upgrade` hands its sockets and state to the new
+    /// binary (not yet: the pdf does not have it).
+    Hot,
+    /// The old pdf moves its accounts and sessions to the new one (not yet).
+    Migrate,
+}
+
+impl Strategy {
+    /// Every strategy, in the order reports list them.
+    pub const ALL: [Strategy; 4] = [
+        Strategy::Restart,
+        Strategy::Drain,
+        Strategy::Hot,
+        Strategy::Migrate,
+    ];
+
+    /// The name scenario files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Restart => "restart",
+            Strategy::Drain => "drain",
+            Strategy::Hot => "hot",
+            Strategy::Migrate => "migrate",
+        }
     }
-    match fields.get("at")? {
-        serde_json::Value::String(text) => parse_duration(text).ok(),
-        serde_json::Value::Number(n) => n
-            .as_f64()
-            .filter(|s| *s >= 0.0 && s.is_finite())
-            .map(Duration::from_secs_f64),
-        _ => None,
+
+    /// The strategy named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// Whether the loadgen can run it today.
+    pub fn implemented(self) -> bool {
+        matches!(self, Strategy::Restart | Strategy::Drain)
+    }
+}
+
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The default `drain_timeout`: how long a drain may wait for the old node's last session.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// An `upgrade` event's keys.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upgrade {
+    /// When, after traffic started.
+    pub at: Duration,
+    /// How.
+    pub strategy: Strategy,
+    /// The new version's pdf binary (relative to the scenario file's directory); default:
+    /// the pdf beside the loadgen.
+    pub binary: Option<PathBuf>,
+    /// Arguments for the new pdf after the loadgen's own (`--config`, `--listen`, `--admin`,
+    /// `--data-dir`).
+    pub args: Vec<String>,
+    /// `drain`: the new node's weight in the gateway (the old one's goes to 0).
+    pub weight: u32,
+    /// `drain`: how long to wait for the old node's last session (wall clock) before giving
+    /// up and leaving both running.
+    pub drain_timeout: Duration,
+}
+
+impl Upgrade {
+    /// The keys an upgrade event takes.
+    pub const KEYS: [&'static str; 7] = [
+        "action",
+        "at",
+        "strategy",
+        "binary",
+        "args",
+        "weight",
+        "drain_timeout",
+    ];
+
+    /// Reads an `upgrade` event's table; an error starts with the key it is about
+    /// (`strategy: ...`).
+    pub fn read(fields: &BTreeMap<String, serde_json::Value>) -> Result<Self, String> {
+        if let Some(key) = fields.keys().find(|k| !Self::KEYS.contains(&k.as_str())) {
+            return Err(format!(
+                "{key}: unknown key; an upgrade takes at, strategy, binary, args, weight and \
+                 drain_timeout"
+            ));
+        }
+        let span = |key: &str| -> Result<Option<Duration>, String> {
+            match fields.get(key) {
+                None => Ok(None),
+                Some(serde_json::Value::String(text)) => parse_duration(text)
+                    .map(Some)
+                    .map_err(|e| format!("{key}: {e}")),
+                Some(serde_json::Value::Number(n)) => n
+                    .as_f64()
+                    .filter(|s| *s >= 0.0 && s.is_finite())
+                    .map(|s| Some(Duration::from_secs_f64(s)))
+                    .ok_or(format!("{key}: {n} is not a number of seconds >= 0")),
+                Some(other) => Err(format!(
+                    "{key}: expected a duration (\"5s\") or a number of seconds, got {other}"
+                )),
+            }
+        };
+        let at = span("at")?.ok_or("at: when the upgrade starts, after traffic started")?;
+        let strategy = match fields.get("strategy") {
+            None => {
+                return Err(
+                    "strategy: missing (\"restart\", \"drain\", \"hot\" or \"migrate\")".into(),
+                )
+            }
+            Some(serde_json::Value::String(name)) => Strategy::from_name(name).ok_or(format!(
+                "strategy: {name:?} is not a strategy: expected \"restart\", \"drain\", \"hot\" \
+                 or \"migrate\""
+            ))?,
+            Some(other) => return Err(format!("strategy: expected a string, got {other}")),
+        };
+        let binary = match fields.get("binary") {
+            None => None,
+            Some(serde_json::Value::String(path)) if !path.is_empty() => Some(PathBuf::from(path)),
+            Some(other) => return Err(format!("binary: expected a path, got {other}")),
+        };
+        let args = match fields.get("args") {
+            None => Vec::new(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(|a| a.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("args: expected a list of strings, like [\"--durability\", \"group\"]")?,
+            Some(other) => return Err(format!("args: expected a list of strings, got {other}")),
+        };
+        let weight = match fields.get("weight") {
+            None => 1,
+            Some(value) => value
+                .as_u64()
+                .and_then(|w| u32::try_from(w).ok())
+                .filter(|w| *w > 0)
+                .ok_or(format!("weight: expected a whole number >= 1, got {value}"))?,
+        };
+        let drain_timeout = span("drain_timeout")?.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+        if drain_timeout.is_zero() {
+            return Err("drain_timeout: must be longer than 0".into());
+        }
+        Ok(Self {
+            at,
+            strategy,
+            binary,
+            args,
+            weight,
+            drain_timeout,
+        })
     }
 }
 
@@ -1175,16 +1341,26 @@ impl Scenario {
 
     fn validate_event(&self, i: usize, event: &Event) -> Result<(), String> {
         let key = format!("event[{i}] ({})", event.action());
-        let Some(at) = event.at() else {
-            return Err(format!(
-                "{key}: action = \"upgrade\" is not implemented yet for this strategy: the \
-                 loadgen does strategy = \"restart\" (with `at` and nothing else); drain, hot and \
-                 migrate (strategy, target binary and arguments) are issue 7"
-            ));
-        };
-        if event.is_restart() && !self.topology.spawn {
-            return Err(format!("{key}: strategy = \"restart\" needs topology.spawn = true (the loadgen restarts the pdf it started)"));
+        if let Event::Upgrade(fields) = event {
+            let upgrade = Upgrade::read(fields).map_err(|e| format!("{key}.{e}"))?;
+            let strategy = upgrade.strategy;
+            if !strategy.implemented() {
+                let how = match strategy {
+                    Strategy::Hot => "it will POST /upgrade {\"binary\", \"args\"} to the pdf's admin port once the pdf has it",
+                    _ => "the pdf cannot hand its sessions over yet",
+                };
+                return Err(format!(
+                    "{key}.strategy: \"{strategy}\" is not implemented yet (issue 7: {how}); \
+                     the loadgen runs \"restart\" and \"drain\""
+                ));
+            }
+            if !self.topology.spawn {
+                return Err(format!("{key}: strategy = \"{strategy}\" needs topology.spawn = true (the loadgen upgrades the pdf it started)"));
+            }
         }
+        let Some(at) = event.at() else {
+            return Err(format!("{key}.at: missing"));
+        };
         if at >= self.duration.0 {
             return Err(format!(
                 "{key}.at: {} s is not before the end of traffic (duration {} s): the event \
@@ -1797,7 +1973,67 @@ mod tests {
         };
         refuse(
             "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"blue-green\"\nbinary = \"target/release/pdf\"\n",
-            &["events.toml", "event[0] (upgrade)", "not implemented yet", "issue 7"],
+            &["events.toml", "event[0] (upgrade).strategy", "\"blue-green\" is not a strategy"],
+        );
+        refuse(
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"hot\"\nbinary = \"target/release/pdf\"\n",
+            &["events.toml", "event[0] (upgrade).strategy", "\"hot\" is not implemented yet", "POST /upgrade"],
+        );
+        refuse(
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"migrate\"\n",
+            &[
+                "events.toml",
+                "event[0] (upgrade).strategy",
+                "\"migrate\" is not implemented yet",
+            ],
+        );
+        refuse(
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"drain\"\ndrain_timout = \"1m\"\n",
+            &["event[0] (upgrade).drain_timout: unknown key"],
+        );
+        refuse(
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"drain\"\nweight = 0\n",
+            &["event[0] (upgrade).weight", ">= 1"],
+        );
+        refuse(
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"drain\"\nargs = \"--x\"\n",
+            &["event[0] (upgrade).args", "list of strings"],
+        );
+        refuse(
+            "[[event]]\naction = \"upgrade\"\nstrategy = \"drain\"\n",
+            &["event[0] (upgrade).at"],
+        );
+        refuse(
+            "[[event]]\nat = \"12s\"\naction = \"upgrade\"\nstrategy = \"drain\"\n",
+            &["event[0] (upgrade).at", "never fire"],
+        );
+        let drain = with(
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"drain\"\n\
+             binary = \"bin/pdf-next\"\nargs = [\"--durability\", \"group\"]\nweight = 3\n\
+             drain_timeout = \"90s\"\n",
+        )
+        .expect("a drain");
+        assert_eq!(
+            drain.events[0].upgrade(),
+            Some(Upgrade {
+                at: Duration::from_secs(5),
+                strategy: Strategy::Drain,
+                binary: Some(PathBuf::from("bin/pdf-next")),
+                args: vec!["--durability".into(), "group".into()],
+                weight: 3,
+                drain_timeout: Duration::from_secs(90),
+            })
+        );
+        assert_eq!(drain.events[0].describe(), "upgrade pdf (drain)");
+        assert!(!drain.events[0].is_restart());
+        let restart = with("[[event]]\nat = 3\naction = \"upgrade\"\nstrategy = \"restart\"\n")
+            .expect("a restart");
+        assert!(restart.events[0].is_restart());
+        assert_eq!(
+            restart.events[0]
+                .upgrade()
+                .map(|u| (u.weight, u.drain_timeout)),
+            Some((1, DEFAULT_DRAIN_TIMEOUT))
         );
         refuse(
             "[[event]]\nat = \"10s\"\naction = \"command\"\nrun = [\"true\"]\n",

@@ -9,8 +9,8 @@
 //! (destructured field by field, so that a new field there fails to compile here).
 //!
 //! Two rules the loadgen checks after reading are written into the schema too: a lognormal
-//! takes `p99` or `sigma` (exactly one), and an `upgrade` event is refused (not implemented
-//! yet: issue 7).
+//! takes `p99` or `sigma` (exactly one), and an `upgrade` event takes only the strategies the
+//! loadgen runs (`restart`, `drain`; `hot` and `migrate` are refused until they exist).
 
 use std::borrow::Cow;
 
@@ -362,6 +362,19 @@ mod tests {
             ),
             (
                 json!({ "at": "2s", "action": "upgrade", "strategy": "drain" }),
+                true,
+            ),
+            (
+                json!({ "at": "2s", "action": "upgrade", "strategy": "drain", "binary": "pdf",
+                        "args": ["--durability", "group"], "weight": 2, "drain_timeout": "1m" }),
+                true,
+            ),
+            (
+                json!({ "at": "2s", "action": "upgrade", "strategy": "drain", "timeout": "1m" }),
+                false,
+            ),
+            (
+                json!({ "at": "2s", "action": "upgrade", "strategy": "hot" }),
                 false,
             ),
             (json!({ "at": "2s", "action": "reboot" }), false),

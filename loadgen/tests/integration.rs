@@ -72,6 +72,7 @@ struct Runs {
     smoke: Run,
     events: Run,
     restart: Run,
+    drain: Run,
     shards: [Run; 2],
 }
 
@@ -90,6 +91,7 @@ fn runs() -> &'static Runs {
             smoke: Run::start(&["run", &smoke]),
             events: Run::start(&["run", &scenario("ci-events.toml")]),
             restart: Run::start(&["run", &scenario("upgrade-restart.toml")]),
+            drain: Run::start(&["run", &scenario("upgrade-drain.toml")]),
             // Each shard spawns its own pdf and gateway (each pdf holds the whole
             // population; each shard charges and checks only the accounts it owns).
             shards: [0, 1].map(|i| Run::start(&["run", &smoke, "--shard", &format!("{i}/2")])),
@@ -230,7 +232,7 @@ fn broken_scenarios_exit_2_naming_file_and_key() {
         ("schema.toml", "schema = 2\nname = \"x\"\nduration = \"1s\"\nmix = []\n[load]\nconcurrent_sessions = 1\n", "schema"),
         ("duration.toml", "schema = 1\nname = \"x\"\nduration = \"2 fortnights\"\nmix = []\n[load]\nconcurrent_sessions = 1\n", "duration"),
         ("interval.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"constant\", value = \"1m\" }\n[load]\nconcurrent_sessions = 3\n", "mix[0] (v).interval"),
-        ("upgrade.toml", "schema = 1\nname = \"x\"\nduration = \"10s\"\n[[mix]]\nname = \"s\"\nkind = \"event\"\nweight = 1\n[load]\nconcurrent_sessions = 3\n[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"drain\"\n", "event[0] (upgrade): action = \"upgrade\" is not implemented yet for this strategy"),
+        ("upgrade.toml", "schema = 1\nname = \"x\"\nduration = \"10s\"\n[[mix]]\nname = \"s\"\nkind = \"event\"\nweight = 1\n[load]\nconcurrent_sessions = 3\n[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"hot\"\n", "event[0] (upgrade).strategy: \"hot\" is not implemented yet"),
         ("pareto.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"pareto\", scale = \"1m\", shape = -1 }\ninterval = \"30s\"\n[load]\nconcurrent_sessions = 3\n", "mix[0] (v).duration: pareto needs scale > 0 and shape > 0"),
         ("csv.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"empirical\", file = \"lengths.csv\" }\ninterval = \"30s\"\n[load]\nconcurrent_sessions = 3\n", "lengths.csv line 3"),
     ];
@@ -619,4 +621,214 @@ fn a_restart_upgrade_loses_the_live_sessions_but_not_a_cent() {
     // it) leaves its account out; every other account matches usage x tariff to the unit.
     assert_eq!(report["books"]["mismatches"], 0, "{}", report["books"]);
     assert!(stdout.contains("upgrade pdf (restart)"), "{stdout}");
+
+    // The upgrade report: what the restart cost.
+    let upgrade = &report["upgrade"];
+    assert_eq!(
+        upgrade["strategies"],
+        serde_json::json!(["restart"]),
+        "{upgrade}"
+    );
+    assert_eq!(upgrade["upgrades"][0]["ok"], true, "{upgrade}");
+    assert_eq!(
+        upgrade["sessions_cut"],
+        report["sessions"]["lost"]["unknown_session"]
+    );
+    assert!(upgrade["completed_s"].as_f64().is_some(), "{upgrade}");
+    assert!(upgrade["pause"]["ms"].as_u64().is_some(), "{upgrade}");
+    // The pdf's DPR closed every pooled connection (topology.pdf_connections = 2).
+    assert!(
+        upgrade["connections_closed"].as_u64().unwrap_or(0) >= 2,
+        "{upgrade}"
+    );
+    assert!(
+        upgrade["longest_below_slo_s"].as_u64().unwrap_or(0) >= 1,
+        "{upgrade}"
+    );
+    assert_eq!(upgrade["overcharged_accounts"], 0, "{upgrade}");
+    assert_eq!(upgrade["undercharged_accounts"], 0, "{upgrade}");
+    assert!(stdout.contains("upgrade:\n  restart at"), "{stdout}");
+    assert_stopped(&report);
+}
+
+/// Every pdf the run names (old and new pids of its upgrades) is gone: the loadgen stops
+/// what it started.
+fn assert_stopped(report: &serde_json::Value) {
+    for upgrade in report["upgrade"]["upgrades"].as_array().expect("upgrades") {
+        for key in ["old_pid", "new_pid"] {
+            let Some(pid) = upgrade[key].as_u64() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"));
+            let state = stat
+                .as_deref()
+                .ok()
+                .and_then(|s| s.rsplit(')').next())
+                .and_then(|s| s.split_whitespace().next());
+            assert!(
+                matches!(state, None | Some("Z" | "X")),
+                "pdf {pid} ({key}) still running after the run: {stat:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_drain_upgrade_cuts_no_session_and_the_books_of_both_pdfs_add_up() {
+    // upgrade-drain: at 3 s a second pdf starts (its own journal), joins the gateway as
+    // pdf1, pdf0's weight goes to 0; when pdf0 has no session left it is stopped with
+    // SIGTERM (DPR, exit 0). Nothing is cut, and each account's debits on pdf0 + pdf1 equal
+    // its usage x tariff exactly.
+    let run = runs().drain.finish();
+    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    let events = report["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{report}");
+    assert_eq!(events[0]["outcome"], "ok", "{}", events[0]);
+
+    // No session cut by the infrastructure, no request failed.
+    assert_eq!(
+        report["sessions"]["lost"],
+        serde_json::json!({}),
+        "{}",
+        report["sessions"]
+    );
+    let completed = report["sessions"]["completed"].as_u64().unwrap_or(0);
+    assert!(
+        completed > 1000,
+        "thousands of sessions: {}",
+        report["sessions"]
+    );
+    assert_eq!(report["failed_requests"], 0);
+
+    // The books: both pdfs' debits added up, account by account, exact.
+    let books = &report["books"];
+    assert_eq!(
+        books["nodes"],
+        serde_json::json!(["pdf0", "pdf1"]),
+        "{books}"
+    );
+    assert_eq!(books["pdf_books_ok"], true, "{books}");
+    assert_eq!(books["mismatches"], 0, "{books}");
+    assert_eq!(books["accounts_uncertain"], 0, "{books}");
+    assert_eq!(books["accounts_compared"], 3600, "{books}");
+
+    // The drain itself: the old pdf drained to 0, then exited 0 after SIGTERM.
+    let upgrade = &report["upgrade"];
+    let drain = &upgrade["upgrades"][0];
+    assert_eq!(drain["strategy"], "drain", "{upgrade}");
+    assert_eq!(drain["ok"], true, "{upgrade}");
+    assert_eq!(drain["old_node"], "pdf0");
+    assert_eq!(drain["new_node"], "pdf1");
+    assert_eq!(drain["old_exit_status"], 0, "{upgrade}");
+    assert!(
+        drain["sessions_to_drain"].as_u64().unwrap_or(0) > 50,
+        "{upgrade}"
+    );
+    let drained = drain["drain_s"].as_f64().expect("drain_s");
+    let both = drain["side_by_side_s"].as_f64().expect("side_by_side_s");
+    assert!(drained > 0.0 && both >= drained, "{upgrade}");
+    assert_eq!(upgrade["sessions_cut"], 0, "{upgrade}");
+    assert_eq!(upgrade["overcharged_accounts"], 0, "{upgrade}");
+    assert_eq!(upgrade["undercharged_accounts"], 0, "{upgrade}");
+    // Closed in order: the old pdf's DPR on each of the gateway's 2 connections to it.
+    assert_eq!(upgrade["connections_closed"], 2, "{upgrade}");
+    // Split brain is reported, not hidden (both pdfs started with every balance).
+    assert_eq!(
+        upgrade["split_brain"]["nodes"],
+        serde_json::json!(["pdf0", "pdf1"])
+    );
+    assert!(upgrade["split_brain"]["accounts_on_both"]
+        .as_u64()
+        .is_some());
+    assert!(stdout.contains("drained"), "{stdout}");
+    assert!(stdout.contains("split brain (pdf0 + pdf1)"), "{stdout}");
+    assert!(
+        stderr.contains("sessions to drain on pdf0"),
+        "progress: {stderr}"
+    );
+    // Each pdf had its own journal directory.
+    assert!(out.join("pdf-data").is_dir() && out.join("pdf-data-pdf1").is_dir());
+    assert_stopped(&report);
+}
+
+#[test]
+fn a_sweep_runs_each_strategy_on_the_same_seed_and_compares_them() {
+    let dir = tempfile::Builder::new()
+        .prefix("loadgen-sweep-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .expect("tempdir");
+    // Refused before anything runs: a strategy the loadgen cannot run yet.
+    let output = Command::new(LOADGEN)
+        .args([
+            "sweep",
+            &scenario("upgrade-restart.toml"),
+            "--strategies",
+            "restart,hot",
+        ])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("run loadgen sweep");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("upgrade-restart.toml")
+            && stderr.contains("event[0] (upgrade).strategy: \"hot\" is not implemented yet"),
+        "{stderr}"
+    );
+    let output = Command::new(LOADGEN)
+        .args(["sweep", &scenario("upgrade-restart.toml")])
+        .arg("--out")
+        .arg(dir.path())
+        .output()
+        .expect("run loadgen sweep");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    for strategy in ["restart", "drain"] {
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(strategy).join("summary.json"))
+                .expect("summary.json"),
+        )
+        .expect("JSON");
+        assert_eq!(summary["scenario"], format!("upgrade-restart-{strategy}"));
+        assert_eq!(summary["seed"], 7);
+        assert_eq!(
+            summary["upgrade"]["strategies"],
+            serde_json::json!([strategy])
+        );
+        assert_eq!(summary["books"]["mismatches"], 0, "{}", summary["books"]);
+        assert_stopped(&summary);
+    }
+    let table = std::fs::read_to_string(dir.path().join("compare.txt")).expect("compare.txt");
+    let line = |heading: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(heading))
+            .unwrap_or_else(|| panic!("{heading} in\n{table}"))
+            .split_whitespace()
+            .rev()
+            .take(2)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(line("upgrade"), ["drain", "restart"], "{table}");
+    // The restart cuts sessions; the drain none.
+    let cut = line("  sessions cut");
+    assert_eq!(cut[0], "0", "{table}");
+    assert!(cut[1].parse::<u64>().unwrap_or(0) > 0, "{table}");
+    assert!(dir.path().join("compare.html").exists());
+    assert!(stdout.contains("== sweep: upgrade-restart =="), "{stdout}");
 }
