@@ -224,6 +224,8 @@ impl EngineNumbers {
 /// The body of `/status`.
 #[derive(Debug, Serialize)]
 struct Status {
+    /// The process serving (it changes with a hot upgrade; the addresses do not).
+    pid: u32,
     version: &'static str,
     state_schema: u32,
     uptime_seconds: f64,
@@ -243,6 +245,7 @@ struct Status {
 async fn status(State(state): State<AdminState>) -> Result<Json<Status>, ApiError> {
     let numbers = EngineNumbers::of(&state).await?;
     Ok(Json(Status {
+        pid: std::process::id(),
         version: state.version,
         state_schema: state.state_schema,
         uptime_seconds: uptime(&state),

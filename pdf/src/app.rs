@@ -6,7 +6,10 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsFd;
+
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use clap::Parser;
 use protocol::dictionary::DisconnectCause;
 use protocol::header::{ApplicationId, CommandCode};
@@ -33,7 +36,9 @@ const EXIT_CODES: &str = "Exit status:
   1  failed while running (a socket, the journal)
   2  bad command line or configuration (the message names the file and key)
 
-Signals: SIGTERM and SIGINT stop the PDF in order.
+Signals: SIGTERM and SIGINT stop the PDF in order. SIGUSR2 hot-upgrades to the binary now
+at this executable's path, with the same arguments (swap the file, then signal): the
+new process takes the sockets, connections and state; no peer sees a connection close.
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=pdf=debug,protocol=debug).";
 
 /// The online charging server: RFC 4006 Credit-Control on Diameter.
@@ -72,6 +77,10 @@ pub struct Cli {
     /// Check the configuration, print what would be served, and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// Take over from a running pdf through its control socket (a hot upgrade: the old
+    /// process passes this when it starts the new binary; see `POST /upgrade` and SIGUSR2).
+    #[arg(long, value_name = "SOCKET")]
+    pub takeover: Option<PathBuf>,
 }
 
 fn parse_owns(text: &str) -> Result<crate::ownership::Owns, String> {
@@ -138,25 +147,97 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    serve(config, population).await.map_err(Failure::Runtime)
+    // SIGUSR2 restarts this path with these arguments (whatever binary is there by then).
+    let again = crate::hot::UpgradeRequest {
+        binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("pdf")),
+        args: without_takeover(std::env::args().skip(1)),
+    };
+    serve(config, population, cli.takeover, again)
+        .await
+        .map_err(Failure::Runtime)
 }
 
-async fn serve(config: Config, population: crate::population::Population) -> anyhow::Result<()> {
-    let accounts = population.accounts();
-    let mut engine = Engine::new(population, config.tariff.clone(), config.engine());
-    let (journal, recovered) =
-        Journal::open(&config.journal(), accounts).context("opening the journal")?;
-    for (account, &debited) in recovered.debited.iter().enumerate() {
-        if debited != 0 {
-            engine.ledger.recover_debit(account as u32, debited);
+/// The arguments minus `--takeover SOCKET` (a taken-over process upgrades like any other).
+fn without_takeover(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut kept = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--takeover" {
+            args.next();
+        } else if !arg.starts_with("--takeover=") {
+            kept.push(arg);
         }
     }
-    if recovered.records > 0 {
-        tracing::info!(
-            records = recovered.records,
-            "recovered debits from the journal"
-        );
-    }
+    kept
+}
+
+/// The engine, the journal and the Origin-State-Id: recovered from the journal at a start,
+/// or restored from the old process's snapshot (and checked against the journal) in a
+/// hot upgrade.
+fn open_state(
+    config: &Config,
+    population: crate::population::Population,
+    inherited: Option<&crate::hot::Inheritance>,
+) -> anyhow::Result<(Engine, Journal, u32)> {
+    let accounts = population.accounts();
+    let Some(inherited) = inherited else {
+        let mut engine = Engine::new(population, config.tariff.clone(), config.engine());
+        let (journal, recovered) =
+            Journal::open(&config.journal(), accounts).context("opening the journal")?;
+        for (account, &debited) in recovered.debited.iter().enumerate() {
+            if debited != 0 {
+                engine.ledger.recover_debit(account as u32, debited);
+            }
+        }
+        if recovered.records > 0 {
+            tracing::info!(
+                records = recovered.records,
+                "recovered debits from the journal"
+            );
+        }
+        let origin_state_id = recovered.origin_state_id;
+        return Ok((engine, journal, origin_state_id));
+    };
+    let engine = inherited
+        .snapshot
+        .restore(population, config.tariff.clone(), config.engine(), 0)
+        .context("restoring the old process's state")?;
+    crate::hot::fault_point("journal");
+    let (journal, recovered) = Journal::open_continuing(&config.journal(), accounts)
+        .context("opening the journal the old process closed")?;
+    crate::hot::check_journal(&engine, &recovered, config.journal().durability)?;
+    tracing::info!(
+        sessions = engine.sessions.len(),
+        snapshot_bytes = inherited.snapshot_bytes,
+        connections = inherited.connections.len(),
+        "hot upgrade: state restored and checked"
+    );
+    Ok((engine, journal, inherited.snapshot.origin_state_id))
+}
+
+async fn serve(
+    config: Config,
+    population: crate::population::Population,
+    takeover: Option<PathBuf>,
+    again: crate::hot::UpgradeRequest,
+) -> anyhow::Result<()> {
+    // A hot upgrade's new process: everything from the old one first.
+    let inherited = match &takeover {
+        Some(path) => Some(tokio::task::block_in_place(|| {
+            crate::hot::Inheritance::receive(path)
+        })?),
+        None => None,
+    };
+    let (mut engine, journal, origin_state_id) =
+        match open_state(&config, population, inherited.as_ref()) {
+            Ok(state) => state,
+            Err(error) => {
+                if let Some(inherited) = inherited {
+                    inherited.failed(&error);
+                }
+                return Err(error);
+            }
+        };
     let ownership_dir = match config.journal().durability {
         Durability::Group => config.journal().dir,
         Durability::None => None,
@@ -164,14 +245,14 @@ async fn serve(config: Config, population: crate::population::Population) -> any
     let (ownership_log, pending_exports) =
         crate::migrate::recover(&mut engine, ownership_dir.as_deref(), config.ownership.owns)
             .context("recovering the ownership log")?;
-    let journal = Arc::new(journal);
+    let journal = Arc::new(ArcSwap::from_pointee(journal));
     let engine = Arc::new(Mutex::new(engine));
     let metrics = Arc::new(Metrics::default());
     let connections = Arc::new(AtomicUsize::new(0));
 
     let origin_host = config.origin_host();
     let mut peer = PeerConfig::new(origin_host.clone(), config.diameter.origin_realm.clone());
-    peer.origin_state_id = recovered.origin_state_id;
+    peer.origin_state_id = origin_state_id;
     peer.product_name = "diameter-suite pdf".into();
     peer.auth_application_ids = vec![ApplicationId::CREDIT_CONTROL];
     peer.acct_application_ids = vec![];
@@ -186,7 +267,15 @@ async fn serve(config: Config, population: crate::population::Population) -> any
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let node = Node::new(peer, EndToEndIds::new(unix, fastrand::u32(..)));
+    let end_to_end = match &inherited {
+        Some(inherited) => EndToEndIds::continuing(inherited.snapshot.end_to_end_next),
+        None => EndToEndIds::new(unix, fastrand::u32(..)),
+    };
+    let node = Node::new(peer, end_to_end);
+    if let Some(inherited) = &inherited {
+        node.duplicates
+            .import(inherited.snapshot.duplicates.clone(), Instant::now());
+    }
 
     let handler = Arc::new_cyclic(|me| PdfHandler {
         me: me.clone(),
@@ -199,26 +288,47 @@ async fn serve(config: Config, population: crate::population::Population) -> any
         origin_realm: config.diameter.origin_realm.clone().into(),
         peers: Mutex::default(),
     });
-    let diameter = TcpListener::bind(config.diameter.listen)
-        .await
-        .with_context(|| format!("binding the Diameter port {}", config.diameter.listen))?;
-    let server = Server::from_listener(diameter, node, handler.clone())?;
-    let admin_listener = TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| format!("binding the admin port {}", config.admin.listen))?;
+    let (server, admin_listener) = match &inherited {
+        Some(inherited) => {
+            // Not accepting yet: the old process may still resume until READY.
+            let diameter = inherited.diameter.try_clone()?;
+            diameter.set_nonblocking(true)?;
+            let admin = inherited.admin.try_clone()?;
+            admin.set_nonblocking(true)?;
+            let server = Server::paused(
+                TcpListener::from_std(diameter)?,
+                node.clone(),
+                handler.clone(),
+            )?;
+            (server, TcpListener::from_std(admin)?)
+        }
+        None => {
+            let diameter = TcpListener::bind(config.diameter.listen)
+                .await
+                .with_context(|| format!("binding the Diameter port {}", config.diameter.listen))?;
+            let server = Server::from_listener(diameter, node.clone(), handler.clone())?;
+            let admin = TcpListener::bind(config.admin.listen)
+                .await
+                .with_context(|| format!("binding the admin port {}", config.admin.listen))?;
+            (server, admin)
+        }
+    };
+    // A copy of the admin socket outlives axum's, for a hot upgrade to pass on.
+    let admin_copy = admin_listener.as_fd().try_clone_to_owned()?;
     let admin_addr = admin_listener.local_addr()?;
-    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let journal_stats = journal.clone();
     let admin_state = AdminState {
         engine: engine.clone(),
         metrics: metrics.clone(),
         started: Instant::now(),
         connections: connections.clone(),
-        origin_state_id: recovered.origin_state_id,
+        origin_state_id,
         version: env!("CARGO_PKG_VERSION"),
         state_schema: STATE_SCHEMA,
         diameter_addr: server.local_addr(),
-        extra: Arc::new(move |out: &mut String| journal_stats.stats().render_prometheus(out)),
+        extra: Arc::new(move |out: &mut String| {
+            journal_stats.load().stats().render_prometheus(out)
+        }),
     };
     let migration = crate::migrate::Migration::new(
         engine.clone(),
@@ -227,14 +337,28 @@ async fn serve(config: Config, population: crate::population::Population) -> any
         format!("aaa://{};transport=tcp", server.local_addr()),
     )?;
     migration.resend(pending_exports);
-    let admin_routes = admin::router(admin_state).merge(crate::migrate::router(migration.clone()));
-    let admin_task = tokio::spawn(async move {
-        axum::serve(admin_listener, admin_routes)
-            .with_graceful_shutdown(async {
-                let _ = admin_stopped.await;
-            })
-            .await
-    });
+    let (upgrades, mut upgrade_requests) = tokio::sync::mpsc::channel(1);
+    let admin_routes = admin::router(admin_state)
+        .merge(crate::migrate::router(migration.clone()))
+        .merge(crate::hot::router(upgrades));
+    let mut admin = AdminServer::spawn(admin_listener, admin_routes.clone());
+
+    if let Some(mut inherited) = inherited {
+        // The commit point: from READY on, the old process exits and this one serves. The
+        // connections' leftover output goes out first, then they are read again.
+        let connections = std::mem::take(&mut inherited.connections);
+        inherited
+            .ready()
+            .context("reporting READY to the old process")?;
+        let count = connections.len();
+        for connection in connections {
+            if let Err(error) = server.adopt(connection) {
+                tracing::warn!(%error, "an inherited connection could not be resumed");
+            }
+        }
+        server.resume_accepting();
+        tracing::info!(connections = count, "hot upgrade: serving");
+    }
 
     // Harnesses wait for this line to learn the ports (DESIGN.md section 9).
     println!(
@@ -245,7 +369,7 @@ async fn serve(config: Config, population: crate::population::Population) -> any
     tracing::info!(
         diameter = %server.local_addr(),
         admin = %admin_addr,
-        origin_state_id = recovered.origin_state_id,
+        origin_state_id,
         durability = ?config.journal().durability,
         "pdf ready"
     );
@@ -266,24 +390,113 @@ async fn serve(config: Config, population: crate::population::Population) -> any
         })
     };
 
-    let cause = tokio::select! {
-        signal = service::stop_signal() => {
-            signal?;
-            tracing::info!("stopping: DPR (REBOOTING) to every peer");
-            DisconnectCause::REBOOTING
+    let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
+    let cause = loop {
+        let (request, reply) = tokio::select! {
+            signal = service::stop_signal() => {
+                signal?;
+                tracing::info!("stopping: DPR (REBOOTING) to every peer");
+                break DisconnectCause::REBOOTING;
+            }
+            () = migration.stopped() => {
+                tracing::info!("migrated every account away: DPR (DO_NOT_WANT_TO_TALK_TO_YOU) to every peer");
+                break DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU;
+            }
+            Some(asked) = upgrade_requests.recv() => asked,
+            Some(()) = usr2.recv() => (again.clone(), None),
+        };
+        tracing::info!(binary = %request.binary.display(), args = ?request.args, "hot upgrade");
+        // The snapshot does not carry ownership yet: a node that does not own every
+        // account (`migrate` moved some, or it waits for some) is not hot-upgraded.
+        let pristine = {
+            let engine = engine.lock().unwrap_or_else(|p| p.into_inner());
+            engine.ownership.owned() as usize == engine.ledger.len()
+                && engine.ownership.upstream().is_none()
+        };
+        if !pristine {
+            let refusal = "a hot upgrade of a node whose accounts moved (migrate) is not supported yet: still serving";
+            tracing::error!(refusal);
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(refusal.to_owned()));
+            }
+            continue;
         }
-        () = migration.stopped() => {
-            tracing::info!("migrated every account away: DPR (DO_NOT_WANT_TO_TALK_TO_YOU) to every peer");
-            DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU
+        // Only the new process may accept admin connections from here on (a request
+        // accepted here meanwhile would reach a process about to exit).
+        admin.stop_accepting();
+        let live = crate::hot::Live {
+            server: &server,
+            node: &node,
+            engine: &engine,
+            journal: &journal,
+            journal_config: config.journal(),
+            admin: admin_copy.as_fd(),
+            now: handler.now(),
+            origin_state_id,
+        };
+        let outcome = crate::hot::upgrade(&live, &request).await;
+        let upgraded = outcome.is_ok();
+        match &outcome {
+            Ok(report) => tracing::info!(?report, "hot upgrade done: the new process serves"),
+            Err(error) => tracing::error!("hot upgrade failed: {error:#}"),
         }
+        if let Some(reply) = reply {
+            let _ = reply.send(outcome.map_err(|e| format!("{e:#}")));
+        }
+        if upgraded {
+            // Exit without DPR: the peers' connections live on in the new process. The
+            // admin port finishes the answer to POST /upgrade first.
+            expiry.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(2), admin.stopped()).await;
+            return Ok(());
+        }
+        let listener = admin_copy.try_clone().map(std::net::TcpListener::from)?;
+        listener.set_nonblocking(true)?;
+        admin = AdminServer::spawn(TcpListener::from_std(listener)?, admin_routes.clone());
     };
     expiry.abort();
     server.shutdown(cause).await;
-    let _ = stop_admin.send(());
-    let _ = admin_task.await;
+    admin.stop_accepting();
+    admin.stopped().await;
     // Closing any copy flushes, syncs and stops the writer for all of them.
-    Journal::clone(&journal)
+    Journal::clone(&journal.load())
         .close()
         .context("closing the journal")?;
     Ok(())
+}
+
+/// The admin HTTP server: stops accepting on request (a hot upgrade hands its socket on),
+/// and can be started again on the same socket (the upgrade failed).
+struct AdminServer {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl AdminServer {
+    fn spawn(listener: TcpListener, routes: axum::Router) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, routes)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops accepting; requests in progress finish.
+    fn stop_accepting(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Waits until the requests in progress are answered.
+    async fn stopped(self) {
+        let _ = self.task.await;
+    }
 }

@@ -581,16 +581,29 @@ impl Engine {
         &self,
     ) -> impl Iterator<Item = (SessionKey, LastAnswer, u8, u32)> + '_ {
         let mut seen = std::collections::HashSet::new();
-        self.ended.order.iter().rev().filter_map(move |&(until, key)| {
-            let &(last, service) = self.ended.answers.get(&key)?;
-            seen.insert(key).then_some((key, last, service, until))
-        })
+        self.ended
+            .order
+            .iter()
+            .rev()
+            .filter_map(move |&(until, key)| {
+                let &(last, service) = self.ended.answers.get(&key)?;
+                seen.insert(key).then_some((key, last, service, until))
+            })
     }
 
     /// Remembers an ended session's last answer until `until` (restoring a snapshot).
-    pub(crate) fn restore_ended(&mut self, key: SessionKey, last: LastAnswer, service: u8, until: u32) {
+    pub(crate) fn restore_ended(
+        &mut self,
+        key: SessionKey,
+        last: LastAnswer,
+        service: u8,
+        until: u32,
+    ) {
         self.ended.answers.insert(key, (last, service));
-        let at = self.ended.order.partition_point(|&(other, _)| other <= until);
+        let at = self
+            .ended
+            .order
+            .partition_point(|&(other, _)| other <= until);
         self.ended.order.insert(at, (until, key));
     }
 

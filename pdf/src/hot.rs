@@ -24,7 +24,8 @@
 //!
 //! Fault injection for tests: `PDF_HOT_FAULT=<phase>` makes the new process kill itself
 //! with SIGKILL when it reaches that phase (`hello`, `listeners`, `connections`, `state`,
-//! `journal`, `ready`).
+//! `journal`, `ready`); `PDF_HOT_FAULT=schema` makes it announce that it reads no schema
+//! of ours (the old process must refuse).
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
@@ -44,6 +45,14 @@ use rustix::net::{
 };
 use serde::{Deserialize, Serialize};
 
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use protocol::peer::Node;
+use protocol::transport::Server;
+
+use crate::charging::Engine;
+use crate::journal::{Durability, Journal, JournalConfig, Recovered};
 use crate::snapshot::{self, Snapshot};
 
 const HELLO: u8 = 1;
@@ -365,6 +374,225 @@ impl Successor {
     }
 }
 
+// ---- the old process's orchestration ----------------------------------------------------
+
+/// What the old process hands over, and resumes on failure.
+pub struct Live<'a> {
+    /// The Diameter server.
+    pub server: &'a Server,
+    /// Its node (End-to-End ids, duplicate cache).
+    pub node: &'a Node,
+    /// The charging state.
+    pub engine: &'a Mutex<Engine>,
+    /// The journal (closed for the new process; reopened on a rollback).
+    pub journal: &'a ArcSwap<Journal>,
+    /// How to reopen it.
+    pub journal_config: JournalConfig,
+    /// The admin listening socket.
+    pub admin: BorrowedFd<'a>,
+    /// The engine's clock.
+    pub now: u32,
+    /// The Origin-State-Id being served.
+    pub origin_state_id: u32,
+}
+
+/// Performs a hot upgrade to `request`: on success the caller exits at once, without DPR
+/// and without shutting any socket down (the new process holds them all). On error this
+/// process has resumed serving as before and the error says why.
+pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Result<UpgradeReport> {
+    let mut phases = Vec::new();
+    let mut successor = tokio::task::block_in_place(|| Successor::start(request))?;
+    phases.push(("start".to_owned(), ms(successor.start_time())));
+    tracing::info!(
+        pid = successor.pid(),
+        version = successor.version(),
+        "hot upgrade: the new binary said HELLO; quiescing"
+    );
+
+    let paused = Instant::now();
+    live.server.pause_accepting();
+    let (detached, failed) = live.server.detach_all().await;
+    phases.push(("quiesce".to_owned(), ms(paused.elapsed())));
+    if !failed.is_empty() {
+        successor.abandon();
+        resume(live, detached, false)?;
+        let (addr, why) = &failed[0];
+        bail!(
+            "{} connection(s) could not be handed over (first: {addr}: {why}); still serving",
+            failed.len()
+        );
+    }
+
+    let at = Instant::now();
+    let (state, sessions) = {
+        let engine = live.engine.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = Snapshot::take(
+            &engine,
+            live.now,
+            live.origin_state_id,
+            live.node.end_to_end.peek(),
+            live.node.duplicates.export(Instant::now()),
+        );
+        (snapshot.encode(), snapshot.sessions.len())
+    };
+    // Every answer that moved money waited for its record, so closing loses nothing; the
+    // new process opens the same files.
+    let closed = Journal::clone(&live.journal.load()).close();
+    phases.push(("snapshot".to_owned(), ms(at.elapsed())));
+    if let Err(error) = closed {
+        successor.abandon();
+        resume(live, detached, true)?;
+        return Err(error.context("closing the journal for the new process; still serving"));
+    }
+
+    let at = Instant::now();
+    let sent = tokio::task::block_in_place(|| -> io::Result<()> {
+        let diameter = live.server.listener_copy()?;
+        successor.send_listeners(diameter.as_fd(), live.admin, detached.len())?;
+        for connection in &detached {
+            successor.send_connection(connection)?;
+        }
+        successor.send_state(&state)
+    });
+    phases.push(("send".to_owned(), ms(at.elapsed())));
+    if let Err(error) = sent {
+        successor.abandon();
+        resume(live, detached, true)?;
+        bail!("sending to the new binary failed: {error}; still serving");
+    }
+
+    let at = Instant::now();
+    let new_version = successor.version().to_owned();
+    match tokio::task::block_in_place(|| successor.wait_ready()) {
+        Ok(new_pid) => {
+            phases.push(("restore".to_owned(), ms(at.elapsed())));
+            let report = UpgradeReport {
+                new_pid,
+                new_version,
+                pause_ms: ms(paused.elapsed()),
+                connections: detached.len(),
+                sessions,
+                snapshot_bytes: state.len(),
+                schema: snapshot::SCHEMA,
+                phases_ms: phases,
+            };
+            // Closing our copies of the sockets (close(), never shutdown()) sends nothing:
+            // the new process holds them.
+            drop(detached);
+            Ok(report)
+        }
+        Err(error) => {
+            resume(live, detached, true)?;
+            Err(error.context("still serving"))
+        }
+    }
+}
+
+/// Takes back what was detached: the journal (checked against the engine), the
+/// connections, the listener.
+fn resume(live: &Live<'_>, detached: Vec<Detached>, reopen_journal: bool) -> anyhow::Result<()> {
+    if reopen_journal {
+        let accounts = live
+            .engine
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ledger
+            .len() as u32;
+        let (journal, recovered) = Journal::open_continuing(&live.journal_config, accounts)
+            .context("reopening the journal after a failed hot upgrade")?;
+        check_journal(
+            &live.engine.lock().unwrap_or_else(|p| p.into_inner()),
+            &recovered,
+            live.journal_config.durability,
+        )?;
+        live.journal.store(Arc::new(journal));
+    }
+    let count = detached.len();
+    for connection in detached {
+        if let Err(error) = live.server.adopt(connection) {
+            tracing::warn!(%error, "a connection could not be resumed");
+        }
+    }
+    live.server.resume_accepting();
+    tracing::warn!(connections = count, "hot upgrade abandoned: serving again");
+    Ok(())
+}
+
+/// Checks that the journal on disk holds exactly what the engine says was debited.
+pub fn check_journal(
+    engine: &Engine,
+    recovered: &Recovered,
+    durability: Durability,
+) -> anyhow::Result<()> {
+    if durability == Durability::None {
+        return Ok(());
+    }
+    for (id, account) in engine.ledger.iter() {
+        let journaled = recovered.debited.get(id as usize).copied().unwrap_or(0);
+        if journaled != account.debited {
+            bail!(
+                "account {id}: the journal holds {journaled} debited, the state {}",
+                account.debited
+            );
+        }
+    }
+    Ok(())
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+// ---- the admin port's trigger ---------------------------------------------------------------
+
+/// An upgrade asked for, with where its outcome goes (None: SIGUSR2, nobody waits).
+pub type UpgradeAsked = (
+    UpgradeRequest,
+    Option<tokio::sync::oneshot::Sender<Result<UpgradeReport, String>>>,
+);
+
+/// `POST /upgrade` with `{"binary": PATH, "args": [...]}`: performs a hot upgrade and
+/// answers 200 with the [`UpgradeReport`] (the process then exits; the new pid serves), or
+/// 409 with the reason when it failed (this process serves on, nothing dropped).
+pub fn router(upgrades: tokio::sync::mpsc::Sender<UpgradeAsked>) -> axum::Router {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::Json;
+
+    async fn upgrade(
+        axum::extract::State(upgrades): axum::extract::State<
+            tokio::sync::mpsc::Sender<UpgradeAsked>,
+        >,
+        Json(request): Json<UpgradeRequest>,
+    ) -> axum::response::Response {
+        let (reply, outcome) = tokio::sync::oneshot::channel();
+        if upgrades.send((request, Some(reply))).await.is_err() {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"error": "the pdf is stopping"})),
+            )
+                .into_response();
+        }
+        match outcome.await {
+            Ok(Ok(report)) => (StatusCode::OK, Json(report)).into_response(),
+            Ok(Err(error)) => (
+                StatusCode::CONFLICT,
+                Json(serde_json::json!({"error": error})),
+            )
+                .into_response(),
+            Err(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"error": "the pdf upgraded or stopped meanwhile"})),
+            )
+                .into_response(),
+        }
+    }
+
+    axum::Router::new()
+        .route("/upgrade", axum::routing::post(upgrade))
+        .with_state(upgrades)
+}
+
 // ---- the new process's side ---------------------------------------------------------------
 
 /// What the new process received before it restores: sockets, connections and the state.
@@ -403,7 +631,12 @@ impl Inheritance {
             &Hello {
                 pid: std::process::id(),
                 version: crate::app::VERSION.to_owned(),
-                readable: snapshot::READABLE.to_vec(),
+                // The `schema` fault plays a binary that reads none of our schemas.
+                readable: if std::env::var("PDF_HOT_FAULT").is_ok_and(|f| f == "schema") {
+                    Vec::new()
+                } else {
+                    snapshot::READABLE.to_vec()
+                },
             },
             &[],
         )?;

@@ -186,9 +186,10 @@ impl Ledger {
         account.balance = balance;
         account.reserved = reserved;
         account.debited = debited;
-        self.totals.0 += balance - before.0;
-        self.totals.1 += reserved - before.1;
-        self.totals.2 += debited - before.2;
+        // Wrapping: a corrupt snapshot's absurd figures must fail the totals check, not panic.
+        self.totals.0 = self.totals.0.wrapping_add(balance.wrapping_sub(before.0));
+        self.totals.1 = self.totals.1.wrapping_add(reserved.wrapping_sub(before.1));
+        self.totals.2 = self.totals.2.wrapping_add(debited.wrapping_sub(before.2));
     }
 
     /// Every account whose books do not balance (empty when all is well).

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
 use protocol::dictionary::FinalUnitAction;
 use protocol::grammar::{Command, Envelope, FailedAvpData};
@@ -30,8 +31,8 @@ use crate::tariff::Unit;
 pub struct PdfHandler {
     /// The charging state.
     pub engine: Arc<Mutex<Engine>>,
-    /// Where debits go before answers.
-    pub journal: Arc<Journal>,
+    /// Where debits go before answers (swapped when a failed hot upgrade reopens it).
+    pub journal: Arc<ArcSwap<Journal>>,
     /// Request counters.
     pub metrics: Arc<Metrics>,
     /// The engine's clock starts here.
@@ -125,8 +126,8 @@ impl PdfHandler {
         // A retransmission is answered as before, but not before the original's debit is on
         // disk: a zero record's commit comes after it in the journal's order.
         let commit = match decision.debit {
-            Some((account, amount)) => Some(self.journal.append(account, amount)),
-            None if decision.retransmission => Some(self.journal.append(0, 0)),
+            Some((account, amount)) => Some(self.journal.load().append(account, amount)),
+            None if decision.retransmission => Some(self.journal.load().append(0, 0)),
             None => None,
         };
         let metrics = self.metrics.clone();

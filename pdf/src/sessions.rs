@@ -24,6 +24,7 @@ impl SessionKey {
         let hash = xxhash_rust::xxh3::xxh3_128(session_id.as_bytes());
         Self([hash as u64, (hash >> 64) as u64])
     }
+
     /// The hash's two halves (to carry a key in a snapshot).
     pub fn parts(self) -> [u64; 2] {
         self.0
@@ -33,7 +34,6 @@ impl SessionKey {
     pub fn from_parts(parts: [u64; 2]) -> Self {
         Self(parts)
     }
-
 }
 
 /// How a session's last request was answered, for retransmissions: enough to rebuild the

@@ -279,10 +279,30 @@ impl Snapshot {
             )));
         }
         let mut engine = Engine::new(population, tariff, config);
+        let mut sums = (0i64, 0i64, 0i64);
         for record in &self.money {
             if record.id >= self.accounts {
                 return Err(check(format!("account {} out of range", record.id)));
             }
+            // Checked here, so that no later sum can overflow on a corrupt snapshot.
+            let whole = record
+                .balance
+                .checked_add(record.reserved)
+                .and_then(|sum| sum.checked_add(record.debited));
+            if whole != Some(record.initial) || record.reserved < 0 || record.debited < 0 {
+                return Err(check(format!(
+                    "account {}: books do not balance",
+                    record.id
+                )));
+            }
+            sums = match (
+                sums.0.checked_add(record.balance),
+                sums.1.checked_add(record.reserved),
+                sums.2.checked_add(record.debited),
+            ) {
+                (Some(b), Some(r), Some(d)) => (b, r, d),
+                _ => return Err(check("money totals overflow".to_owned())),
+            };
             engine.ledger.restore(
                 record.id,
                 record.initial,
@@ -318,13 +338,16 @@ impl Snapshot {
             entry.sessions += 1;
             let session = engine.sessions.get_mut(slot);
             session.reserved = record.reserved;
-            session.expires = now + record.expires_in;
+            session.expires = now.saturating_add(record.expires_in);
             session.set_final_units(record.final_units);
             if record.abort_sent {
                 session.mark_abort_sent();
             }
             session.set_last(record.last.into());
-            held[record.account as usize] += record.reserved;
+            let total = &mut held[record.account as usize];
+            *total = total.checked_add(record.reserved).ok_or_else(|| {
+                check(format!("account {}: reservations overflow", record.account))
+            })?;
         }
         for record in &self.ended {
             let service = engine
@@ -335,7 +358,7 @@ impl Snapshot {
                 SessionKey::from_parts(record.key),
                 record.last.into(),
                 service,
-                now + record.remembered_for,
+                now.saturating_add(record.remembered_for),
             );
         }
         engine.stats = self.stats;

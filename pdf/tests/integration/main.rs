@@ -19,6 +19,7 @@ use protocol::transport::{Connection, ConnectionEvent};
 use smallvec::smallvec;
 use testkit::{connect, http_get, Process};
 
+mod hot;
 mod otp;
 
 const PDF: &str = env!("CARGO_BIN_EXE_pdf");
