@@ -234,6 +234,14 @@ fn encode_cca(
     envelope: Envelope,
 ) -> Bytes {
     if decision.result.is_protocol_error() {
+        tracing::debug!(
+            session_id = ccr.session_id,
+            request_type = ?ccr.cc_request_type,
+            result = %decision.result,
+            redirect = decision.redirect.as_deref().map(String::as_str),
+            reason = decision.error_message.as_deref(),
+            "refused"
+        );
         return encode_protocol_error(origin_host, origin_realm, ccr, request, decision);
     }
     let granting = matches!(
