@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The end-to-end knee (DESIGN.md section 7, issue 6): the real loadgen drives the real
+# gateway and pdf (both spawned by it on loopback; all three processes on this machine)
+# at stepped rates of ACR -> CCR -> CCA -> ACA transactions per second, finds the knee (the
+# highest offered rate that is achieved within 5%, with no failed request and a p99 from
+# the intended send time under P99_BOUND_MS), then runs at half the knee for longer and
+# records its latency. Prints a Markdown table; each run's report stays in OUT.
+#
+#   benches/knee.sh [RATE ...]      default rates: 5000 10000 20000 30000 40000 50000 60000 80000 100000 120000
+#
+# Environment: STEP_SECONDS (10) per rate, HALF_SECONDS (20) for the run at half the knee,
+# P99_BOUND_MS (10), OUT (target/knee), BIN (${CARGO_TARGET_DIR:-target}/release),
+# NO_BUILD=1 to skip `cargo build --release`. Not part of any test run.
+#
+# How the load is shaped: a closed model of N voice sessions whose INTERIMs come every
+# 0.2 s (interval "2s" at time_scale 10) and which last far longer than the run, so the
+# offered rate is 5 N ACR/s, nearly all INTERIMs (CCR-U with a debit on the pdf, memory
+# journal). The population's balances are large, so no session runs out of money.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+STEP_SECONDS=${STEP_SECONDS:-10}
+HALF_SECONDS=${HALF_SECONDS:-20}
+P99_BOUND_MS=${P99_BOUND_MS:-10}
+OUT=${OUT:-target/knee}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(5000 10000 20000 30000 40000 50000 60000 80000 100000 120000)
+
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  cargo build --release -p pdf -p gateway -p loadgen >&2
+fi
+mkdir -p "$OUT"
+
+# scenario NAME RATE SECONDS: writes OUT/NAME.toml
+scenario() {
+  local name=$1 rate=$2 seconds=$3
+  local sessions=$((rate / 5))
+  cat > "$OUT/$name.toml" <<EOF
+# benches/knee.sh: $rate ACR/s offered ($sessions sessions, an INTERIM every 0.2 s each)
+schema = 1
+name = "$name"
+seed = 1
+duration = "${seconds}s"
+time_scale = 10.0
+
+[topology]
+spawn = true
+pdf_connections = 4
+access_connections = 4
+
+[population]
+subscribers = $((sessions * 2 > 10000 ? sessions * 2 : 10000))
+balance = { dist = "constant", value = 1000000000000 }
+shared_share = 0.0
+
+[[mix]]
+name = "voice"
+kind = "voice"
+weight = 1
+duration = { dist = "constant", value = "10h" }
+interval = "2s"
+
+[load]
+concurrent_sessions = $sessions
+ramp = "2s"
+EOF
+}
+
+# measure NAME RATE: one line of figures from OUT/NAME/summary.json (steady seconds: after
+# the ramp's 2 s and a settling second, before the last second).
+measure() {
+  python3 - "$OUT/$1/summary.json" "$2" "$P99_BOUND_MS" <<'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+offered, bound_ms = float(sys.argv[2]), float(sys.argv[3])
+rows = report["timeline"][3:-1]
+achieved = sum(r["answered"] for r in rows) / max(len(rows), 1)
+step = next(s for s in report["steps"] if s["step"] == "INTERIM")
+sched, serv = step["scheduled_us"], step["service_us"]
+worst_second_p99 = max((r["p99_us"] for r in rows), default=0)
+failed = report["failed_requests"]
+behind = report["loadgen_behind_us"][0]
+ok = achieved >= 0.95 * offered and failed == 0 and sched["p99"] <= bound_ms * 1000
+ms = lambda us: f"{us / 1000:.2f}"
+print(" | ".join([
+    f"{offered:,.0f}", f"{achieved:,.0f}", ms(sched["p50"]), ms(sched["p99"]), ms(sched["p999"]),
+    ms(serv["p99"]), ms(worst_second_p99), ms(behind), str(failed),
+    report["books"].get("mismatches", "-") == 0 and "ok" or "MISMATCH",
+    "yes" if ok else "no",
+]))
+sys.exit(0 if ok else 1)
+EOF
+}
+
+run() {
+  local name=$1 rate=$2 seconds=$3
+  scenario "$name" "$rate" "$seconds"
+  "$BIN/loadgen" run "$OUT/$name.toml" --out "$OUT/$name" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" || true
+  [ -f "$OUT/$name/summary.json" ] || { echo "| $rate | run failed: see $OUT/$name.stderr |"; return 2; }
+  local figures
+  if figures=$(measure "$name" "$rate"); then
+    echo "| $figures |"
+  else
+    echo "| $figures |"
+    return 1
+  fi
+}
+
+header='| offered ACR/s | achieved ACR/s | INTERIM p50 ms | p99 ms | p99.9 ms | service p99 ms | worst second p99 ms | loadgen behind p99 ms | failed | books | within bounds |'
+rule='|---|---|---|---|---|---|---|---|---|---|---|'
+echo "machine: $(nproc) cores; $(uptime | sed 's/^ *//')"
+echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- loadgen gateway pdf protocol || echo ' (with local changes)')"
+echo
+echo "$header"
+echo "$rule"
+knee=0
+misses=0
+for rate in "${rates[@]}"; do
+  if line=$(run "knee-$rate" "$rate" "$STEP_SECONDS"); then
+    knee=$rate
+    misses=0
+  else
+    misses=$((misses + 1))
+  fi
+  echo "$line"
+  # Two rates in a row beyond the bounds: the knee is behind us.
+  [ $misses -lt 2 ] || break
+done
+echo
+if [ "$knee" = 0 ]; then
+  echo "no rate stayed within bounds"
+  exit 1
+fi
+half=$((knee / 2))
+echo "knee: $knee ACR/s; at half the knee ($half ACR/s, ${HALF_SECONDS} s):"
+echo
+echo "$header"
+echo "$rule"
+run "half-$half" "$half" "$HALF_SECONDS" || true
+echo "$(uptime | sed 's/^ *//')"
