@@ -24,6 +24,7 @@ pub mod events;
 pub mod hlog;
 pub mod html;
 pub mod merge;
+pub mod migrate;
 pub mod nodes;
 pub mod progress;
 pub mod report;

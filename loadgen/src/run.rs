@@ -284,6 +284,24 @@ impl PdfProcess {
         slot.as_mut().and_then(Spawned::terminate)
     }
 
+    /// Waits up to `wait` for the process to exit by itself (a `migrate`d pdf stops once it
+    /// owns nothing); its exit status, None if still running.
+    pub fn wait_exit(&self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        let process = slot.as_mut()?;
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                process.exited = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// After a hot upgrade: the process `pid` serves now; the loadgen's child (the old
     /// process) should exit by itself. Waits up to `wait` for it; its exit status.
     pub fn adopt(&self, pid: u32, wait: Duration) -> Option<std::process::ExitStatus> {

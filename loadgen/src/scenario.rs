@@ -932,16 +932,18 @@ pub enum Event {
     /// Upgrade the PDF with a strategy (see [`Upgrade`]): `restart` (stop the pdf with
     /// SIGTERM: DPR REBOOTING; start the new version on the same addresses and data
     /// directory) and `drain` (start the new version beside it, move new sessions to it, wait
-    /// for the old one's last session, stop it) are implemented; `hot` and `migrate` are
-    /// refused until the pdf can do them.
+    /// for the old one's last session, stop it) and `migrate` (start the new version owning
+    /// nothing; the old one moves accounts and sessions to it, redirects them with 3006, and
+    /// stops) are implemented; `hot` is refused until the pdf can do it.
     #[schemars(extend("properties" = {
         "action": {"const": "upgrade", "type": "string"},
-        "strategy": {"enum": ["restart", "drain"]},
+        "strategy": {"enum": ["restart", "drain", "migrate"]},
         "at": {"type": ["string", "number"]},
         "binary": {"type": "string"},
         "args": {"type": "array", "items": {"type": "string"}},
         "weight": {"type": "integer", "minimum": 1},
-        "drain_timeout": {"type": ["string", "number"]}
+        "drain_timeout": {"type": ["string", "number"]},
+        "batch": {"type": "integer", "minimum": 1}
     }, "required" = ["action", "strategy", "at"], "additionalProperties" = false))]
     Upgrade(BTreeMap<String, serde_json::Value>),
 }
@@ -1007,7 +1009,8 @@ pub enum Strategy {
     /// In place: the pdf's admin `POST /upgrade` hands its sockets and state to the new
     /// binary (not yet: the pdf does not have it).
     Hot,
-    /// The old pdf moves its accounts and sessions to the new one (not yet).
+    /// Start the new version owning no account; the old pdf moves its accounts and live
+    /// sessions to it in batches and redirects each session's next request there (3006).
     Migrate,
 }
 
@@ -1037,7 +1040,10 @@ impl Strategy {
 
     /// Whether the loadgen can run it today.
     pub fn implemented(self) -> bool {
-        matches!(self, Strategy::Restart | Strategy::Drain)
+        matches!(
+            self,
+            Strategy::Restart | Strategy::Drain | Strategy::Migrate
+        )
     }
 }
 
@@ -1066,13 +1072,15 @@ pub struct Upgrade {
     /// `drain`: the new node's weight in the gateway (the old one's goes to 0).
     pub weight: u32,
     /// `drain`: how long to wait for the old node's last session (wall clock) before giving
-    /// up and leaving both running.
+    /// up and leaving both running; `migrate`: for the old node to move everything and exit.
     pub drain_timeout: Duration,
+    /// `migrate`: accounts per batch (default: the pdf's, 500).
+    pub batch: Option<u32>,
 }
 
 impl Upgrade {
     /// The keys an upgrade event takes.
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 8] = [
         "action",
         "at",
         "strategy",
@@ -1080,6 +1088,7 @@ impl Upgrade {
         "args",
         "weight",
         "drain_timeout",
+        "batch",
     ];
 
     /// Reads an `upgrade` event's table; an error starts with the key it is about
@@ -1087,8 +1096,8 @@ impl Upgrade {
     pub fn read(fields: &BTreeMap<String, serde_json::Value>) -> Result<Self, String> {
         if let Some(key) = fields.keys().find(|k| !Self::KEYS.contains(&k.as_str())) {
             return Err(format!(
-                "{key}: unknown key; an upgrade takes at, strategy, binary, args, weight and \
-                 drain_timeout"
+                "{key}: unknown key; an upgrade takes at, strategy, binary, args, weight, \
+                 drain_timeout and batch"
             ));
         }
         let span = |key: &str| -> Result<Option<Duration>, String> {
@@ -1142,6 +1151,16 @@ impl Upgrade {
                 .filter(|w| *w > 0)
                 .ok_or(format!("weight: expected a whole number >= 1, got {value}"))?,
         };
+        let batch = match fields.get("batch") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .as_u64()
+                    .and_then(|b| u32::try_from(b).ok())
+                    .filter(|b| *b > 0)
+                    .ok_or(format!("batch: expected a whole number >= 1, got {value}"))?,
+            ),
+        };
         let drain_timeout = span("drain_timeout")?.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
         if drain_timeout.is_zero() {
             return Err("drain_timeout: must be longer than 0".into());
@@ -1153,6 +1172,7 @@ impl Upgrade {
             args,
             weight,
             drain_timeout,
+            batch,
         })
     }
 }
@@ -1351,7 +1371,7 @@ impl Scenario {
                 };
                 return Err(format!(
                     "{key}.strategy: \"{strategy}\" is not implemented yet (issue 7: {how}); \
-                     the loadgen runs \"restart\" and \"drain\""
+                     the loadgen runs \"restart\", \"drain\" and \"migrate\""
                 ));
             }
             if !self.topology.spawn {
@@ -1980,11 +2000,10 @@ mod tests {
             &["events.toml", "event[0] (upgrade).strategy", "\"hot\" is not implemented yet", "POST /upgrade"],
         );
         refuse(
-            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"migrate\"\n",
+            "[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"migrate\"\nbatch = 0\n",
             &[
                 "events.toml",
-                "event[0] (upgrade).strategy",
-                "\"migrate\" is not implemented yet",
+                "event[0] (upgrade).batch: expected a whole number >= 1",
             ],
         );
         refuse(
@@ -2022,6 +2041,7 @@ mod tests {
                 args: vec!["--durability".into(), "group".into()],
                 weight: 3,
                 drain_timeout: Duration::from_secs(90),
+                batch: None,
             })
         );
         assert_eq!(drain.events[0].describe(), "upgrade pdf (drain)");

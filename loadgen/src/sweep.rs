@@ -211,7 +211,10 @@ mod tests {
 
     #[test]
     fn the_strategy_list() {
-        assert_eq!(default_strategies(), [Strategy::Restart, Strategy::Drain]);
+        assert_eq!(
+            default_strategies(),
+            [Strategy::Restart, Strategy::Drain, Strategy::Migrate]
+        );
         assert_eq!(
             parse_strategies("drain, restart,drain"),
             Ok(vec![Strategy::Drain, Strategy::Restart])

@@ -52,6 +52,11 @@ pub struct AccountBooks {
     pub debited: i64,
     /// Opening balance.
     pub initial: i64,
+    /// What earlier owners charged before it was migrated here (`migrate`).
+    pub debited_before: i64,
+    /// Whether this pdf moved it to another one (`migrate`): what it debited before counts,
+    /// its opening does not.
+    pub moved: bool,
 }
 
 /// A pdf's books, read from its admin port.
@@ -87,6 +92,8 @@ pub fn read_books(admin: SocketAddr, accounts: u32) -> anyhow::Result<NodeBooks>
                 id: account["id"].as_u64().context("account id")? as u32,
                 debited: account["debited"].as_i64().context("debited")?,
                 initial: account["initial"].as_i64().unwrap_or(i64::MAX),
+                debited_before: account["debited_before"].as_i64().unwrap_or(0),
+                moved: account["owner"] == "moved",
             });
         }
         from += list.len() as u32;
@@ -580,9 +587,7 @@ pub async fn fire(upgrade: &Upgrade, targets: &UpgradeTargets) -> (bool, String)
         Strategy::Restart => restart(upgrade, targets, &mut record).await,
         Strategy::Drain => drain(upgrade, targets, &mut record).await,
         Strategy::Hot => hot(upgrade, targets, &mut record).await,
-        Strategy::Migrate => Err(anyhow::anyhow!(
-            "strategy \"migrate\" is not implemented yet (issue 7)"
-        )),
+        Strategy::Migrate => crate::migrate::migrate(upgrade, targets, &mut record).await,
     };
     targets.watch.close(Instant::now());
     record.took_s = fired.elapsed().as_secs_f64();
@@ -888,11 +893,22 @@ pub fn combine(books: &[(String, NodeBooks)]) -> Combined {
             let entry = combined
                 .accounts
                 .entry(account.id)
-                .or_insert((0, 0, account.initial));
+                .or_insert((0, 0, i64::MIN));
             entry.0 += account.debited;
-            if account.debited != 0 {
+            // A pdf that migrated the account away charged it before the move: its debits
+            // count, but it is not a second pdf spending the same money, and its opening
+            // went with the account (the owner's opening plus what earlier owners debited).
+            if account.debited != 0 && !account.moved {
                 entry.1 += 1;
             }
+            if !account.moved && entry.2 == i64::MIN {
+                entry.2 = account.initial + account.debited_before;
+            }
+        }
+    }
+    for entry in combined.accounts.values_mut() {
+        if entry.2 == i64::MIN {
+            entry.2 = i64::MAX;
         }
     }
     if books.len() > 1 {
@@ -1237,6 +1253,8 @@ mod tests {
                     id,
                     debited,
                     initial: 100,
+                    debited_before: 0,
+                    moved: false,
                 })
                 .collect(),
         };
