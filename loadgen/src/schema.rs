@@ -375,6 +375,10 @@ mod tests {
             ),
             (
                 json!({ "at": "2s", "action": "upgrade", "strategy": "hot" }),
+                true,
+            ),
+            (
+                json!({ "at": "2s", "action": "upgrade", "strategy": "blue-green" }),
                 false,
             ),
             (json!({ "at": "2s", "action": "reboot" }), false),

@@ -185,7 +185,7 @@ mod tests {
         kind = \"event\"\nweight = 1\n[load]\nconcurrent_sessions = 3\n";
 
     #[test]
-    fn each_strategy_gets_its_variant_and_unfinished_ones_are_refused() {
+    fn each_strategy_gets_its_variant() {
         let path = Path::new("dir/sweep.toml");
         let with_upgrade = format!(
             "{SCENARIO}[[event]]\nat = \"2s\"\naction = \"upgrade\"\nstrategy = \"restart\"\n\
@@ -197,12 +197,11 @@ mod tests {
         let upgrade = drain.events[0].upgrade().expect("upgrade");
         assert_eq!(upgrade.strategy, Strategy::Drain);
         assert_eq!(upgrade.drain_timeout, std::time::Duration::from_secs(60));
-        let error = variant(&scenario, Strategy::Hot, path).expect_err("hot");
-        assert!(
-            error.contains("dir/sweep.toml")
-                && error.contains("event[0] (upgrade).strategy")
-                && error.contains("\"hot\" is not implemented yet"),
-            "{error}"
+        let hot = variant(&scenario, Strategy::Hot, path).expect("hot");
+        assert_eq!(hot.name, "s-hot");
+        assert_eq!(
+            hot.events[0].upgrade().expect("upgrade").strategy,
+            Strategy::Hot
         );
         let plain = Scenario::parse(SCENARIO, path).expect("valid");
         let error = variant(&plain, Strategy::Drain, path).expect_err("no upgrade");
@@ -213,7 +212,12 @@ mod tests {
     fn the_strategy_list() {
         assert_eq!(
             default_strategies(),
-            [Strategy::Restart, Strategy::Drain, Strategy::Migrate]
+            [
+                Strategy::Restart,
+                Strategy::Drain,
+                Strategy::Hot,
+                Strategy::Migrate
+            ]
         );
         assert_eq!(
             parse_strategies("drain, restart,drain"),

@@ -74,6 +74,7 @@ struct Runs {
     restart: Run,
     drain: Run,
     migrate: Run,
+    hot: Run,
     shards: [Run; 2],
 }
 
@@ -94,6 +95,7 @@ fn runs() -> &'static Runs {
             restart: Run::start(&["run", &scenario("upgrade-restart.toml")]),
             drain: Run::start(&["run", &scenario("upgrade-drain.toml")]),
             migrate: Run::start(&["run", &scenario("upgrade-migrate.toml")]),
+            hot: Run::start(&["run", &scenario("upgrade-hot.toml")]),
             // Each shard spawns its own pdf and gateway (each pdf holds the whole
             // population; each shard charges and checks only the accounts it owns).
             shards: [0, 1].map(|i| Run::start(&["run", &smoke, "--shard", &format!("{i}/2")])),
@@ -234,7 +236,7 @@ fn broken_scenarios_exit_2_naming_file_and_key() {
         ("schema.toml", "schema = 2\nname = \"x\"\nduration = \"1s\"\nmix = []\n[load]\nconcurrent_sessions = 1\n", "schema"),
         ("duration.toml", "schema = 1\nname = \"x\"\nduration = \"2 fortnights\"\nmix = []\n[load]\nconcurrent_sessions = 1\n", "duration"),
         ("interval.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"constant\", value = \"1m\" }\n[load]\nconcurrent_sessions = 3\n", "mix[0] (v).interval"),
-        ("upgrade.toml", "schema = 1\nname = \"x\"\nduration = \"10s\"\n[[mix]]\nname = \"s\"\nkind = \"event\"\nweight = 1\n[load]\nconcurrent_sessions = 3\n[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"hot\"\n", "event[0] (upgrade).strategy: \"hot\" is not implemented yet"),
+        ("upgrade.toml", "schema = 1\nname = \"x\"\nduration = \"10s\"\n[[mix]]\nname = \"s\"\nkind = \"event\"\nweight = 1\n[load]\nconcurrent_sessions = 3\n[[event]]\nat = \"5s\"\naction = \"upgrade\"\nstrategy = \"hot-swap\"\n", "event[0] (upgrade).strategy: \"hot-swap\" is not a strategy"),
         ("pareto.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"pareto\", scale = \"1m\", shape = -1 }\ninterval = \"30s\"\n[load]\nconcurrent_sessions = 3\n", "mix[0] (v).duration: pareto needs scale > 0 and shape > 0"),
         ("csv.toml", "schema = 1\nname = \"x\"\nduration = \"1s\"\n[[mix]]\nname = \"v\"\nkind = \"voice\"\nweight = 1\nduration = { dist = \"empirical\", file = \"lengths.csv\" }\ninterval = \"30s\"\n[load]\nconcurrent_sessions = 3\n", "lengths.csv line 3"),
     ];
@@ -763,18 +765,64 @@ fn a_drain_upgrade_cuts_no_session_and_the_books_of_both_pdfs_add_up() {
 }
 
 #[test]
+fn a_hot_upgrade_closes_no_connection_cuts_no_session_and_keeps_the_books() {
+    // upgrade-hot: at 3 s the pdf is asked to upgrade in place (POST /upgrade): the new
+    // process takes the listening sockets, the gateway's connections and the state; the old
+    // one exits 0 without DPR. Nothing is cut or closed, the books are exact.
+    let run = runs().hot.finish();
+    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    let events = report["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{report}");
+    assert_eq!(events[0]["outcome"], "ok", "{}", events[0]);
+    assert_eq!(
+        report["sessions"]["lost"],
+        serde_json::json!({}),
+        "{}",
+        report["sessions"]
+    );
+    assert!(report["sessions"]["completed"].as_u64().unwrap_or(0) > 500);
+    assert_eq!(report["failed_requests"], 0);
+    let books = &report["books"];
+    assert_eq!(books["pdf_books_ok"], true, "{books}");
+    assert_eq!(books["mismatches"], 0, "{books}");
+    assert_eq!(books["accounts_uncertain"], 0, "{books}");
+
+    let upgrade = &report["upgrade"];
+    let hot = &upgrade["upgrades"][0];
+    assert_eq!(hot["strategy"], "hot", "{upgrade}");
+    assert_eq!(hot["ok"], true, "{upgrade}");
+    assert_eq!(hot["old_exit_status"], 0, "{upgrade}");
+    assert_ne!(hot["new_pid"], hot["old_pid"], "{upgrade}");
+    assert_eq!(upgrade["sessions_cut"], 0, "{upgrade}");
+    // The whole point: the gateway's connections to the pdf never closed.
+    assert_eq!(upgrade["connections_closed"], 0, "{upgrade}");
+    assert_eq!(upgrade["overcharged_accounts"], 0, "{upgrade}");
+    assert_eq!(upgrade["undercharged_accounts"], 0, "{upgrade}");
+    assert_stopped(&report);
+}
+
+#[test]
 fn a_sweep_runs_each_strategy_on_the_same_seed_and_compares_them() {
     let dir = tempfile::Builder::new()
         .prefix("loadgen-sweep-")
         .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("tempdir");
-    // Refused before anything runs: a strategy the loadgen cannot run yet.
+    // Refused before anything runs: a strategy that does not exist.
     let output = Command::new(LOADGEN)
         .args([
             "sweep",
             &scenario("upgrade-restart.toml"),
             "--strategies",
-            "restart,hot",
+            "restart,blue-green",
         ])
         .arg("--out")
         .arg(dir.path())
@@ -783,8 +831,7 @@ fn a_sweep_runs_each_strategy_on_the_same_seed_and_compares_them() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(
-        stderr.contains("upgrade-restart.toml")
-            && stderr.contains("event[0] (upgrade).strategy: \"hot\" is not implemented yet"),
+        stderr.contains("--strategies: \"blue-green\" is not a strategy"),
         "{stderr}"
     );
     let output = Command::new(LOADGEN)
