@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use protocol::dictionary::{AccountingRecordType, CcRequestType, TerminationCause};
 use protocol::encode::set_retransmit_flag;
 use protocol::grammar::{Command, Envelope};
-use protocol::header::{ApplicationId, CommandCode, HopByHopId};
+use protocol::header::{ApplicationId, CommandCode, EndToEndId, HopByHopId};
 use protocol::message::Message;
 use protocol::messages::{
     Aca, Acr, Asa, Asr, Cca, Ccr, ErrorAnswer, MultipleServicesCreditControl, ServiceUnit,
@@ -70,6 +70,22 @@ enum Failure {
     Timeout,
     /// No node can take the request.
     NoPdf,
+}
+
+/// Clears a session's in-flight mark when its ACR's handling ends without updating it
+/// (the session, if it still exists, stays where it was).
+struct InFlight<'a> {
+    relay: &'a Relay,
+    cc_number: u32,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut sessions = self.relay.lock_sessions();
+        if let Some(slot) = sessions.find_cc(self.cc_number) {
+            sessions.get_mut(slot).set_in_flight(false);
+        }
+    }
 }
 
 impl Relay {
@@ -148,6 +164,15 @@ impl Relay {
         };
         self.metrics
             .record_acr(acr.accounting_record_type, result, received.elapsed());
+        if result != ResultCode::SUCCESS {
+            tracing::debug!(
+                session_id = acr.session_id,
+                record_type = ?acr.accounting_record_type,
+                %result,
+                reason = text.as_deref(),
+                "ACR not accepted"
+            );
+        }
         let envelope = incoming.responder.envelope();
         let mut out = BytesMut::with_capacity(256);
         if result.is_protocol_error() {
@@ -297,20 +322,27 @@ impl Relay {
         let key = AccessKey::of(acr.session_id);
         // A copy: the table's lock is not held across the CCR's round trip.
         let session = {
-            let sessions = self.lock_sessions();
+            let mut sessions = self.lock_sessions();
             let Some(slot) = sessions.find(key) else {
                 return (
                     ResultCode::UNKNOWN_SESSION_ID,
                     Some(format!("no session {}", acr.session_id)),
                 );
             };
-            sessions.get(slot).clone()
+            let session = sessions.get_mut(slot);
+            if acr.accounting_record_number == session.record_number {
+                // A retransmitted record: already relayed.
+                return (ResultCode::SUCCESS, None);
+            }
+            session.set_in_flight(true);
+            session.clone()
+        };
+        // Until the CCR's outcome is known, a lost connection leaves the session to it.
+        let in_flight = InFlight {
+            relay: self,
+            cc_number: session.cc_number,
         };
         let (pin, cc_number, final_units) = (session.pin, session.cc_number, session.final_units());
-        if acr.accounting_record_number == session.record_number {
-            // A retransmitted record: already relayed.
-            return (ResultCode::SUCCESS, None);
-        }
         let Some(node) = self.pool.node(pin.node) else {
             return (ResultCode::UNABLE_TO_COMPLY, None);
         };
@@ -410,6 +442,8 @@ impl Relay {
         current.record_number = acr.accounting_record_number;
         current.pin = pin;
         current.set_final_units(self::final_units(&answer));
+        current.set_in_flight(false);
+        std::mem::forget(in_flight);
         (ResultCode::SUCCESS, None)
     }
 
@@ -553,21 +587,35 @@ impl Relay {
                         .map_or(ResultCode::UNABLE_TO_COMPLY, ResultCode);
                     self.metrics.record_ccr(kind.0, result, sent.elapsed());
                     if result == ResultCode::REDIRECT_INDICATION && redirects < 3 {
-                        let target = ErrorAnswer::decode(&view)
+                        let host = ErrorAnswer::decode(&view)
                             .ok()
-                            .and_then(|e| e.redirect_hosts.first().copied().map(str::to_owned))
-                            .and_then(|host| self.pool.find_redirect(&host));
-                        if let Some(target) = target {
-                            if let Some((i, _)) = target.any_open() {
-                                self.metrics.record_redirect();
-                                redirects += 1;
-                                pin = Pin {
-                                    node: target.index,
-                                    connection: i,
-                                };
-                                continue;
-                            }
+                            .and_then(|e| e.redirect_hosts.first().copied().map(str::to_owned));
+                        let target = host.as_deref().and_then(|h| self.pool.find_redirect(h));
+                        // The connection with the same Origin-Host if it is open.
+                        let open = target.as_ref().and_then(|t| {
+                            t.connection(pin.connection)
+                                .map(|c| (pin.connection, c))
+                                .or_else(|| t.any_open())
+                        });
+                        if let (Some(target), Some((i, next))) = (&target, open) {
+                            self.metrics.record_redirect();
+                            redirects += 1;
+                            pin = Pin {
+                                node: target.index,
+                                connection: i,
+                            };
+                            // A new request, not a copy: the node it goes to may have seen
+                            // this one (a redirect back to a node that redirected it while
+                            // its account was moving) and would answer a copy (same
+                            // Origin-Host and End-to-End id) from its duplicate cache.
+                            request = renumbered(&request, next.node().end_to_end.next());
+                            continue;
                         }
+                        tracing::debug!(
+                            redirect_host = host.as_deref(),
+                            known = target.is_some(),
+                            "3006 not followed: no open connection to the node it names"
+                        );
                     }
                     return (Ok(answer), pin);
                 }
@@ -633,6 +681,10 @@ impl Relay {
                 .filter(|(_, s)| {
                     s.pin.node == node_index
                         && (s.pin.connection == connection || self.policy == LossPolicy::Failover)
+                        // A CCR of its own is out: its outcome decides (a failure on this
+                        // connection cuts the session then; a 3006 may have moved it to
+                        // another node, as a migrating PDF does just before its DPR).
+                        && !s.in_flight()
                 })
                 .map(|(_, s)| s.cc_number)
                 .collect()
@@ -753,6 +805,20 @@ impl Relay {
             }
         });
     }
+}
+
+/// A copy of an encoded request with a new End-to-End id and no T flag: a new request
+/// (RFC 6733 section 3: Origin-Host and End-to-End id identify a request; a node answers a
+/// request it has seen from its duplicate cache).
+fn renumbered(request: &Bytes, end_to_end: EndToEndId) -> Bytes {
+    let mut copy = BytesMut::from(&request[..]);
+    if let Some(id) = copy.get_mut(16..20) {
+        id.copy_from_slice(&end_to_end.0.to_be_bytes());
+    }
+    if let Some(flags) = copy.get_mut(4) {
+        *flags &= !protocol::header::CommandFlags::RETRANSMIT.0;
+    }
+    copy.freeze()
 }
 
 fn encode(ccr: &Ccr<'_>, connection: &Connection) -> Bytes {

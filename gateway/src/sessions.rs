@@ -61,6 +61,7 @@ pub struct Session {
 
 const FINAL_UNITS: u8 = 1;
 const ABORTED: u8 = 2;
+const IN_FLIGHT: u8 = 4;
 const FREE: u8 = 0x80;
 
 impl Session {
@@ -86,6 +87,21 @@ impl Session {
     /// Records that an ASR was sent.
     pub fn mark_aborted(&mut self) {
         self.flags |= ABORTED;
+    }
+
+    /// Whether one of its CCRs is out (its outcome, not the loss of the connection it
+    /// was pinned to, decides what becomes of the session: it may have been redirected).
+    pub fn in_flight(&self) -> bool {
+        self.flags & IN_FLIGHT != 0
+    }
+
+    /// Records whether a CCR is out.
+    pub fn set_in_flight(&mut self, value: bool) {
+        self.flags = if value {
+            self.flags | IN_FLIGHT
+        } else {
+            self.flags & !IN_FLIGHT
+        };
     }
 }
 
