@@ -71,9 +71,17 @@ pub struct Cli {
     /// Which accounts to charge (overrides ownership.owns): `all`, or `none` for a node
     /// that waits for accounts to be migrated to it (the `migrate` upgrade: the old node's
     /// `POST /migrate` moves them here; until then CCR-INITIALs for them are redirected to
-    /// it with 3006, or refused with 3004). A data directory remembers the choice.
+    /// it with 3006 (see `--upstream`), or refused with 3004 while no old node is known). A
+    /// data directory remembers the choice.
     #[arg(long, value_name = "WHICH", value_parser = parse_owns)]
     pub owns: Option<crate::ownership::Owns>,
+    /// Where the accounts this node does not own are served, as a Diameter URI
+    /// (`aaa://127.0.0.1:3868;transport=tcp`; overrides ownership.upstream): with
+    /// `--owns none`, CCR-INITIALs for accounts not migrated here yet are redirected there
+    /// with 3006 from the start, rather than refused with 3004 until the old node's
+    /// `POST /migrate` introduces it.
+    #[arg(long, value_name = "URI")]
+    pub upstream: Option<String>,
     /// Check the configuration, print what would be served, and exit.
     #[arg(long)]
     pub check_config: bool,
@@ -123,6 +131,9 @@ impl Cli {
         }
         if let Some(owns) = self.owns {
             config.ownership.owns = owns;
+        }
+        if let Some(upstream) = &self.upstream {
+            config.ownership.upstream = Some(upstream.clone());
         }
         config.validate()?;
         Ok(config)
@@ -242,9 +253,13 @@ async fn serve(
         Durability::Group => config.journal().dir,
         Durability::None => None,
     };
-    let (ownership_log, pending_exports) =
-        crate::migrate::recover(&mut engine, ownership_dir.as_deref(), config.ownership.owns)
-            .context("recovering the ownership log")?;
+    let (ownership_log, pending_exports) = crate::migrate::recover(
+        &mut engine,
+        ownership_dir.as_deref(),
+        config.ownership.owns,
+        config.ownership.upstream.as_deref(),
+    )
+    .context("recovering the ownership log")?;
     let journal = Arc::new(ArcSwap::from_pointee(journal));
     let engine = Arc::new(Mutex::new(engine));
     let metrics = Arc::new(Metrics::default());

@@ -46,9 +46,16 @@ pub struct OwnershipConfig {
     /// `all` (default): every account of the population is charged here. `none`: the same
     /// population (ids and MSISDNs resolve) but nothing is charged until accounts are
     /// migrated here (`POST /import` from the old node): a CCR-INITIAL for an account not
-    /// owned is answered 3006 naming the node migrating to us, or 3004 before one did.
+    /// owned is answered 3006 naming the node migrating to us (`upstream`, or the node that
+    /// introduced itself), or 3004 while none is known.
     #[serde(default)]
     pub owns: crate::ownership::Owns,
+    /// The Diameter URI where the accounts this node does not own are served
+    /// (`aaa://host:port;transport=tcp`): the node that will migrate to us. With it, a node
+    /// started with `owns = "none"` redirects from its first request on, before the old node
+    /// introduces itself.
+    #[serde(default)]
+    pub upstream: Option<String>,
 }
 
 /// `[diameter]`.
@@ -238,6 +245,16 @@ impl Config {
             self.population.spec.validate()?;
         }
         self.tariff.validate()?;
+        if self
+            .ownership
+            .upstream
+            .as_deref()
+            .is_some_and(|u| u.trim().is_empty())
+        {
+            return Err("ownership.upstream: empty (a Diameter URI such as \
+                        aaa://127.0.0.1:3868;transport=tcp)"
+                .into());
+        }
         if self.journal.durability == Some(Durability::Group) && self.journal.dir.is_none() {
             return Err("journal.durability: `group` needs journal.dir".into());
         }

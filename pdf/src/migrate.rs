@@ -22,8 +22,9 @@
 //! `ownership.log` in the data directory (with `journal.dir`; memory only without one): one
 //! JSON object per line, each written and fsynced before what it records takes effect:
 //! `{"owns":"none"}` (the node's start), `{"upstream":URI}` (where unowned accounts are
-//! served), `{"import":BATCH}` (before the acknowledgement), `{"export":{"to":URI,
-//! "to_admin":ADDR,"batch":BATCH}}` (before sending), `{"moved":{"account":ID,"epoch":E}}`
+//! served: `--upstream` at start-up, or the old node's introduction), `{"import":BATCH}`
+//! (before the acknowledgement), `{"export":{"to":URI, "to_admin":ADDR,"batch":BATCH}}`
+//! (before sending), `{"moved":{"account":ID,"epoch":E}}`
 //! and `{"abandoned":{"account":ID,"epoch":E}}` (after the answer). Recovery replays it over
 //! the debits the journal recovered: imports add their money to the accounts' openings,
 //! exports take theirs away. An export with neither `moved` nor `abandoned` after it counts as
@@ -121,15 +122,21 @@ pub struct Pending {
 
 /// Applies the ownership log in `dir` (if any) to a freshly recovered engine, and settles
 /// what the node owns: `owns` from the configuration, unless the log says otherwise (a
-/// restarted node keeps what it had). Returns the open log and the unconfirmed exports.
+/// restarted node keeps what it had); and where unowned accounts are served: `upstream`
+/// from the configuration (logged), else the last one the log names. Returns the open log
+/// and the unconfirmed exports.
 pub fn recover(
     engine: &mut Engine,
     dir: Option<&Path>,
     owns: Owns,
+    upstream: Option<&str>,
 ) -> anyhow::Result<(Option<PathBuf>, Pending)> {
     let Some(dir) = dir else {
         if owns == Owns::None {
             engine.own_none();
+        }
+        if let Some(uri) = upstream {
+            engine.ownership.set_upstream(uri);
         }
         return Ok((None, Pending::default()));
     };
@@ -195,10 +202,26 @@ pub fn recover(
             }
         }
     }
+    let mut fresh = Vec::new();
     if logged_owns.is_none() && owns == Owns::None {
+        fresh.push(Record::Owns(owns));
+    }
+    if let Some(uri) = upstream {
+        if engine.ownership.upstream().as_deref().map(String::as_str) != Some(uri) {
+            fresh.push(Record::Upstream(uri.to_owned()));
+        }
+    }
+    if !fresh.is_empty() {
         let log = open_log(&path)?;
-        log.append(&Record::Owns(owns))
-            .with_context(|| format!("writing {}", path.display()))?;
+        for record in &fresh {
+            log.append(record)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        for record in fresh {
+            if let Record::Upstream(uri) = record {
+                engine.ownership.set_upstream(&uri);
+            }
+        }
     }
     Ok((Some(path), Pending { exports: pending }))
 }
@@ -677,4 +700,99 @@ async fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> anyhow::Resu
     tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
         .map_err(|_| anyhow::anyhow!("{method} http://{addr}{path}: no answer within 10 s"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::dictionary::{CcRequestType, SubscriptionIdType};
+    use protocol::messages::{Ccr, MultipleServicesCreditControl, SubscriptionId};
+    use protocol::result_code::ResultCode;
+    use smallvec::smallvec;
+
+    use super::*;
+    use crate::charging::EngineConfig;
+    use crate::population::{BalanceDistribution, Population, PopulationSpec};
+    use crate::tariff::Tariff;
+
+    fn engine() -> Engine {
+        let spec = PopulationSpec {
+            subscribers: 4,
+            balance: BalanceDistribution::Constant { value: 1000 },
+            ..Default::default()
+        };
+        Engine::new(
+            Population::Generated(spec),
+            Tariff::default(),
+            EngineConfig::default(),
+        )
+    }
+
+    fn initial(session: &str) -> Ccr<'_> {
+        Ccr {
+            session_id: session,
+            origin_host: "gw.example.net",
+            origin_realm: "example.net",
+            destination_realm: "example.net",
+            auth_application_id: 4,
+            service_context_id: "32260@3gpp.org",
+            cc_request_type: CcRequestType::INITIAL_REQUEST,
+            cc_request_number: 0,
+            subscription_ids: smallvec![SubscriptionId {
+                subscription_id_type: SubscriptionIdType::END_USER_E164,
+                subscription_id_data: "491700000002",
+            }],
+            multiple_services_credit_control: smallvec![MultipleServicesCreditControl {
+                rating_group: Some(1),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    const OLD: &str = "aaa://127.0.0.1:3868;transport=tcp";
+
+    /// A new node told its upstream at start-up redirects a new session of an account it
+    /// does not own yet to it from its first request: before the old node's introduction it
+    /// used to answer 3004, which a gateway that had just set the old node's weight to 0
+    /// could only pass on to its client as a refused START.
+    #[test]
+    fn a_new_node_given_its_upstream_redirects_before_any_introduction() {
+        let mut new = engine();
+        recover(&mut new, None, Owns::None, Some(OLD)).expect("recover");
+        let d = new.credit_control(0, &initial("gw.example.net;1;1"));
+        assert_eq!(d.result, ResultCode::REDIRECT_INDICATION, "{d:?}");
+        assert_eq!(d.redirect.as_deref().map(String::as_str), Some(OLD));
+
+        // Without it (and before an introduction) the owner is unknown: 3004.
+        let mut alone = engine();
+        recover(&mut alone, None, Owns::None, None).expect("recover");
+        let d = alone.credit_control(0, &initial("gw.example.net;1;2"));
+        assert_eq!(d.result, ResultCode::TOO_BUSY, "{d:?}");
+    }
+
+    /// The upstream given at start-up is in the ownership log: a restart without the flag
+    /// still redirects there.
+    #[test]
+    fn the_upstream_given_at_start_up_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut new = engine();
+        recover(&mut new, Some(dir.path()), Owns::None, Some(OLD)).expect("recover");
+        let log = std::fs::read_to_string(dir.path().join(OWNERSHIP_LOG)).expect("log");
+        assert_eq!(
+            log,
+            format!("{{\"owns\":\"none\"}}\n{{\"upstream\":\"{OLD}\"}}\n")
+        );
+        // Started again with the same flag: nothing new to log.
+        let mut again = engine();
+        recover(&mut again, Some(dir.path()), Owns::None, Some(OLD)).expect("recover");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(OWNERSHIP_LOG)).expect("log"),
+            log
+        );
+        let mut restarted = engine();
+        recover(&mut restarted, Some(dir.path()), Owns::All, None).expect("recover");
+        let d = restarted.credit_control(0, &initial("gw.example.net;1;3"));
+        assert_eq!(d.result, ResultCode::REDIRECT_INDICATION, "{d:?}");
+        assert_eq!(d.redirect.as_deref().map(String::as_str), Some(OLD));
+    }
 }

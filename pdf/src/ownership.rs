@@ -7,8 +7,9 @@
 //! - [`Owner::Here`]: charged here (every account of a node started with `owns = "all"`);
 //! - [`Owner::Elsewhere`]: never owned here (every account of a node started with
 //!   `owns = "none"`, until it is imported). A CCR-INITIAL or EVENT for it is answered 3006
-//!   REDIRECT_INDICATION naming the node migrating to us, once we know it, else 3004
-//!   TOO_BUSY ("not owned by this node": the gateway tries another node). Never charged.
+//!   REDIRECT_INDICATION naming the node migrating to us (the upstream: given at start-up
+//!   with `--upstream`, or learnt from its introduction), else 3004 TOO_BUSY ("not owned by
+//!   this node": the gateway tries another node). Never charged.
 //! - [`Owner::Frozen`]: being moved in a batch. Requests for it wait (bounded) in the server
 //!   until the batch is acknowledged or abandoned; its sessions do not expire meanwhile.
 //! - [`Owner::Moved`]: moved to another node. A request of one of its moved sessions, or a
