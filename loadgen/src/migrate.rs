@@ -1,5 +1,6 @@
 //! The `migrate` upgrade strategy as a timeline event (DESIGN.md section 5): start the new
-//! pdf owning no account (`--owns none`), add it to the gateway (`POST /nodes`, the event's
+//! pdf owning no account (`--owns none`) and redirecting requests for them to the old one
+//! until they arrive (`--upstream`), add it to the gateway (`POST /nodes`, the event's
 //! `weight`) and wait for its connections, `POST /migrate` to the old pdf (it introduces
 //! itself to the new one, then moves its accounts and live sessions there in batches of
 //! `batch`), set the old node's weight to 0, wait until the old pdf owns nothing (its books
@@ -47,7 +48,15 @@ pub async fn migrate(
     record.old_pid = old.process.pid();
     let fleet = targets.fleet.clone();
     let binary = upgrade.binary.clone();
-    let mut extra = vec!["--owns".to_owned(), "none".to_owned()];
+    // It knows where the accounts it does not own yet are served from the start: a START
+    // placed on it before the old pdf introduces itself is redirected there (3006), not
+    // refused (3004).
+    let mut extra = vec![
+        "--owns".to_owned(),
+        "none".to_owned(),
+        "--upstream".to_owned(),
+        format!("aaa://{};transport=tcp", old.diameter),
+    ];
     extra.extend(upgrade.args.iter().cloned());
     let new = tokio::task::spawn_blocking(move || fleet.start_next(binary.as_deref(), &extra))
         .await
