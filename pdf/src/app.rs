@@ -25,10 +25,10 @@ use crate::metrics::Metrics;
 use crate::server::PdfHandler;
 
 /// The state-schema version (the hot upgrade's `code_change` converts older ones).
-pub const STATE_SCHEMA: u32 = 1;
+pub const STATE_SCHEMA: u32 = crate::snapshot::SCHEMA;
 
 /// The version `--version` prints and a hot upgrade's HELLO announces.
-pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (state schema 1)");
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (state schema 2)");
 
 const EXIT_CODES: &str = "Exit status:
   0  stopped in order (SIGTERM or SIGINT: DPR with REBOOTING sent to every peer; or, after
@@ -187,12 +187,12 @@ fn without_takeover(args: impl Iterator<Item = String>) -> Vec<String> {
 /// hot upgrade.
 fn open_state(
     config: &Config,
-    population: crate::population::Population,
-    inherited: Option<&crate::hot::Inheritance>,
+    fresh: Engine,
+    inherited: Option<&mut crate::hot::Inheritance>,
 ) -> anyhow::Result<(Engine, Journal, u32)> {
-    let accounts = population.accounts();
+    let accounts = fresh.ledger.len() as u32;
     let Some(inherited) = inherited else {
-        let mut engine = Engine::new(population, config.tariff.clone(), config.engine());
+        let mut engine = fresh;
         let (journal, recovered) =
             Journal::open(&config.journal(), accounts).context("opening the journal")?;
         for (account, &debited) in recovered.debited.iter().enumerate() {
@@ -211,7 +211,9 @@ fn open_state(
     };
     let engine = inherited
         .snapshot
-        .restore(population, config.tariff.clone(), config.engine(), 0)
+        .take()
+        .context("the snapshot was already restored")?
+        .restore_into(fresh, 0)
         .context("restoring the old process's state")?;
     crate::hot::fault_point("journal");
     let (journal, recovered) = Journal::open_continuing(&config.journal(), accounts)
@@ -223,7 +225,7 @@ fn open_state(
         connections = inherited.connections.len(),
         "hot upgrade: state restored and checked"
     );
-    Ok((engine, journal, inherited.snapshot.origin_state_id))
+    Ok((engine, journal, inherited.origin_state_id))
 }
 
 async fn serve(
@@ -232,15 +234,17 @@ async fn serve(
     takeover: Option<PathBuf>,
     again: crate::hot::UpgradeRequest,
 ) -> anyhow::Result<()> {
+    // Built before a hot upgrade's pause (it needs only our own configuration).
+    let fresh = Engine::new(population, config.tariff.clone(), config.engine());
     // A hot upgrade's new process: everything from the old one first.
-    let inherited = match &takeover {
+    let mut inherited = match &takeover {
         Some(path) => Some(tokio::task::block_in_place(|| {
             crate::hot::Inheritance::receive(path)
         })?),
         None => None,
     };
     let (mut engine, journal, origin_state_id) =
-        match open_state(&config, population, inherited.as_ref()) {
+        match open_state(&config, fresh, inherited.as_mut()) {
             Ok(state) => state,
             Err(error) => {
                 if let Some(inherited) = inherited {
@@ -283,13 +287,13 @@ async fn serve(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let end_to_end = match &inherited {
-        Some(inherited) => EndToEndIds::continuing(inherited.snapshot.end_to_end_next),
+        Some(inherited) => EndToEndIds::continuing(inherited.end_to_end_next),
         None => EndToEndIds::new(unix, fastrand::u32(..)),
     };
     let node = Node::new(peer, end_to_end);
-    if let Some(inherited) = &inherited {
+    if let Some(inherited) = &mut inherited {
         node.duplicates
-            .import(inherited.snapshot.duplicates.clone(), Instant::now());
+            .import(std::mem::take(&mut inherited.duplicates), Instant::now());
     }
 
     let handler = Arc::new_cyclic(|me| PdfHandler {
@@ -513,5 +517,33 @@ impl AdminServer {
     /// Waits until the requests in progress are answered.
     async fn stopped(self) {
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_version_names_the_state_schema_written() {
+        assert!(
+            super::VERSION.ends_with(&format!("(state schema {})", crate::snapshot::SCHEMA)),
+            "{}",
+            super::VERSION
+        );
+    }
+
+    #[test]
+    fn a_taken_over_process_upgrades_with_the_same_arguments_minus_takeover() {
+        let args = [
+            "--config",
+            "a.toml",
+            "--takeover",
+            "/tmp/s",
+            "--listen=x",
+            "--takeover=/y",
+        ];
+        assert_eq!(
+            super::without_takeover(args.iter().map(|s| s.to_string())),
+            ["--config", "a.toml", "--listen=x"]
+        );
     }
 }

@@ -235,6 +235,18 @@ impl Sessions {
         }
     }
 
+    /// Slots in the table, live and free (live ones are below this).
+    pub fn slot_count(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// Whether a slot holds a live session.
+    pub fn is_live(&self, slot: u32) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.account != FREE)
+    }
+
     /// The key of a live session.
     pub fn key(&self, slot: u32) -> SessionKey {
         self.slots[slot as usize].key
@@ -271,6 +283,151 @@ impl Sessions {
     }
 }
 
+/// The session table as a hot upgrade carries it (schema 2 of `crate::snapshot`): every
+/// slot, live or free, as a fixed little-endian record ([`SLOT_RECORD`] bytes), so that slot
+/// numbers, and the accounts' session lists threaded through them, stay valid as they are;
+/// the interned Session-Id hosts; and the Session-Ids kept as text. The index is rebuilt
+/// from the keys on arrival. Expiry times travel relative to the sender's clock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionTable {
+    /// The slot records (a slice of the received snapshot, not a copy).
+    pub slots: bytes::Bytes,
+    /// Interned hosts, by index.
+    pub hosts: Vec<String>,
+    /// Session-Ids kept as text, by slot.
+    pub texts: Vec<(u32, String)>,
+}
+
+/// The size of one slot record in a [`SessionTable`].
+pub const SLOT_RECORD: usize = 56;
+
+impl Sessions {
+    /// The table, for a hot upgrade; `now` is the engine's clock (expiry becomes relative).
+    pub fn export(&self, now: u32) -> SessionTable {
+        let mut slots = Vec::with_capacity(self.slots.len() * SLOT_RECORD);
+        self.export_slots(now, &mut slots);
+        let (hosts, texts) = self.ids.parts();
+        SessionTable {
+            slots: slots.into(),
+            hosts,
+            texts,
+        }
+    }
+
+    /// The interned hosts and the Session-Ids kept as text (the rest of a [`SessionTable`]).
+    pub fn export_ids(&self) -> (Vec<String>, Vec<(u32, String)>) {
+        self.ids.parts()
+    }
+
+    /// Appends the slot records of [`export`](Self::export) to `slots` (a snapshot writes
+    /// them straight into its buffer).
+    pub fn export_slots(&self, now: u32, slots: &mut Vec<u8>) {
+        slots.reserve(self.slots.len() * SLOT_RECORD);
+        for slot in &self.slots {
+            // One record on the stack, then one copy: a million of them are the pause.
+            let mut record = [0u8; SLOT_RECORD];
+            record[0..8].copy_from_slice(&slot.key.0[0].to_le_bytes());
+            record[8..16].copy_from_slice(&slot.key.0[1].to_le_bytes());
+            record[16..20].copy_from_slice(&slot.account.to_le_bytes());
+            record[20..24].copy_from_slice(&slot.next_in_account.to_le_bytes());
+            record[24..32].copy_from_slice(&slot.reserved.to_le_bytes());
+            record[32..36].copy_from_slice(&slot.expires.saturating_sub(now).to_le_bytes());
+            record[36..38].copy_from_slice(&slot.host.to_le_bytes());
+            record[38] = slot.service;
+            record[39] = slot.flags;
+            record[40..44].copy_from_slice(&slot.high.to_le_bytes());
+            record[44..48].copy_from_slice(&slot.low.to_le_bytes());
+            record[48..52].copy_from_slice(&slot.last_number.to_le_bytes());
+            record[52..56].copy_from_slice(&slot.last_granted.to_le_bytes());
+            slots.extend_from_slice(&record);
+        }
+    }
+
+    /// Rebuilds the table `export` described, at engine time `now`. `service` maps the
+    /// sender's service index to this tariff's (None: not priced here). Refuses a table
+    /// whose length is not whole records, a key given twice, a host index out of range, a
+    /// text Session-Id missing, or an unknown service; the caller checks the accounts.
+    pub fn import(
+        table: SessionTable,
+        now: u32,
+        service: impl Fn(u8) -> Option<u8>,
+    ) -> Result<Self, String> {
+        if !table.slots.len().is_multiple_of(SLOT_RECORD) {
+            return Err(format!(
+                "{} bytes of slots: not whole {SLOT_RECORD}-byte records",
+                table.slots.len()
+            ));
+        }
+        let count = table.slots.len() / SLOT_RECORD;
+        if count > u32::MAX as usize - 1 {
+            return Err(format!("{count} slots: too many"));
+        }
+        let ids = CompactIds::from_parts(table.hosts, table.texts)?;
+        let mut sessions = Sessions {
+            slots: Vec::with_capacity(count),
+            free: Vec::new(),
+            index: HashTable::with_capacity(count),
+            ids,
+            live: 0,
+        };
+        for (i, record) in table.slots.chunks_exact(SLOT_RECORD).enumerate() {
+            let u32_at =
+                |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));
+            let u64_at =
+                |at: usize| u64::from_le_bytes(record[at..at + 8].try_into().expect("8 bytes"));
+            let mut slot = Slot {
+                key: SessionKey([u64_at(0), u64_at(8)]),
+                account: u32_at(16),
+                next_in_account: u32_at(20),
+                reserved: u64_at(24) as i64,
+                expires: now.saturating_add(u32_at(32)),
+                host: u16::from_le_bytes([record[36], record[37]]),
+                service: record[38],
+                flags: record[39],
+                high: u32_at(40),
+                low: u32_at(44),
+                last_number: u32_at(48),
+                last_granted: u32_at(52),
+            };
+            let index = i as u32;
+            if slot.account == FREE {
+                sessions.free.push(index);
+                sessions.slots.push(slot);
+                continue;
+            }
+            slot.service = service(slot.service)
+                .ok_or_else(|| format!("slot {i}: service {} is not priced here", slot.service))?;
+            if slot.host == protocol::session_id::TEXT {
+                if sessions.ids.text(index, slot.host, 0, 0).is_empty() {
+                    return Err(format!("slot {i}: its Session-Id text is missing"));
+                }
+            } else if usize::from(slot.host) >= sessions.ids.host_count() {
+                return Err(format!("slot {i}: host {} out of range", slot.host));
+            }
+            let key = slot.key;
+            sessions.slots.push(slot);
+            let slots = &sessions.slots;
+            // One probe finds a duplicate or the place to insert.
+            match sessions.index.entry(
+                hash(&key),
+                |&j| slots[j as usize].key == key,
+                |&j| hash(&slots[j as usize].key),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    return Err(format!("slot {i}: a Session-Id given twice"));
+                }
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    vacant.insert(index);
+                }
+            }
+            sessions.live += 1;
+        }
+        // Slots are reused from the end of the free list: lowest first, as before.
+        sessions.free.reverse();
+        Ok(sessions)
+    }
+}
+
 /// Removes `slot` from the list starting at `*head`, following `next_in_account`.
 pub fn unthread(sessions: &mut Sessions, head: &mut u32, slot: u32) {
     let next = sessions.get(slot).next_in_account;
@@ -292,6 +449,62 @@ pub fn unthread(sessions: &mut Sessions, head: &mut u32, slot: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_table_exported_and_imported_is_the_same_table() {
+        let mut sessions = Sessions::default();
+        let ids = [
+            "gw1.example.net;1700000000;1",
+            "gw1.example.net;1700000000;2",
+            "odd;one",
+            "gw2.example.net;5;6",
+        ];
+        let mut slots = Vec::new();
+        for (n, id) in ids.iter().enumerate() {
+            let head = slots.last().copied().unwrap_or(NO_SESSION);
+            let slot = sessions.insert(id, SessionKey::of(id), 3, (n % 2) as u8, head);
+            sessions.get_mut(slot).reserved = 10 * n as i64;
+            sessions.get_mut(slot).expires = 100 + n as u32;
+            slots.push(slot);
+        }
+        sessions.remove(slots[1]);
+        let table = sessions.export(90);
+        assert_eq!(table.slots.len(), 4 * SLOT_RECORD);
+        let copy = Sessions::import(table.clone(), 1000, Some).expect("import");
+        assert_eq!(copy.len(), 3);
+        for (n, id) in ids.iter().enumerate() {
+            let found = copy.find(SessionKey::of(id));
+            if n == 1 {
+                assert_eq!(found, None);
+                continue;
+            }
+            let slot = found.expect("found");
+            assert_eq!(slot, slots[n], "the same slot number");
+            assert_eq!(copy.session_id(slot), *id);
+            assert_eq!(copy.get(slot).reserved, 10 * n as i64);
+            assert_eq!(copy.get(slot).expires, 1000 + 10 + n as u32);
+            assert_eq!(
+                copy.get(slot).next_in_account,
+                sessions.get(slot).next_in_account
+            );
+        }
+        // The freed slot is reused first, as it would have been.
+        let mut copy = copy;
+        let again = copy.insert("new;1;1", SessionKey::of("new;1;1"), 1, 0, NO_SESSION);
+        assert_eq!(again, slots[1]);
+        // Broken tables are refused with the reason.
+        let mut short = table.clone();
+        short.slots = short.slots.slice(..short.slots.len() - 1);
+        assert!(Sessions::import(short, 0, Some).is_err());
+        assert!(Sessions::import(table.clone(), 0, |_| None)
+            .expect_err("no service")
+            .contains("not priced"));
+        let mut no_text = table;
+        no_text.texts.clear();
+        assert!(Sessions::import(no_text, 0, Some)
+            .expect_err("text")
+            .contains("text is missing"));
+    }
 
     #[test]
     fn slot_is_56_bytes() {

@@ -101,6 +101,46 @@ impl CompactIds {
         self.texts.remove(&slot);
     }
 
+    /// The interned hosts, by index, and the Session-Ids kept as text, by slot: everything
+    /// [`from_parts`](Self::from_parts) needs to rebuild the same store (a hot upgrade
+    /// carries it, so that the caller's slots stay valid as they are).
+    pub fn parts(&self) -> (Vec<String>, Vec<(u32, String)>) {
+        let hosts = self.hosts.iter().map(|h| h.to_string()).collect();
+        let mut texts: Vec<(u32, String)> = self
+            .texts
+            .iter()
+            .map(|(&slot, text)| (slot, text.to_string()))
+            .collect();
+        texts.sort_unstable_by_key(|&(slot, _)| slot);
+        (hosts, texts)
+    }
+
+    /// The store [`parts`](Self::parts) describes. Refuses more hosts than an index holds,
+    /// or a host given twice.
+    pub fn from_parts(hosts: Vec<String>, texts: Vec<(u32, String)>) -> Result<Self, String> {
+        if hosts.len() >= usize::from(TEXT) {
+            return Err(format!("{} hosts: at most {} fit", hosts.len(), TEXT));
+        }
+        let mut store = Self::default();
+        for host in hosts {
+            let id = store.hosts.len() as u16;
+            if store.host_ids.insert(host.clone().into(), id).is_some() {
+                return Err(format!("host {host:?} given twice"));
+            }
+            store.hosts.push(host.into());
+        }
+        store.texts = texts
+            .into_iter()
+            .map(|(slot, text)| (slot, text.into()))
+            .collect();
+        Ok(store)
+    }
+
+    /// How many hosts are interned.
+    pub fn host_count(&self) -> usize {
+        self.hosts.len()
+    }
+
     fn intern(&mut self, host: &str) -> Option<u16> {
         if let Some(&id) = self.host_ids.get(host) {
             return Some(id);
@@ -131,5 +171,11 @@ mod store_tests {
         assert_eq!(ids.text(3, c.0, c.1, c.2), "gw.example.net;01;2");
         ids.forget(3);
         assert_eq!(ids.text(3, c.0, c.1, c.2), "");
+        let d = ids.store(4, "other;5");
+        let (hosts, texts) = ids.parts();
+        let copy = CompactIds::from_parts(hosts.clone(), texts).expect("parts");
+        assert_eq!(copy.text(1, a.0, a.1, a.2), "gw.example.net;1;2");
+        assert_eq!(copy.text(4, d.0, d.1, d.2), "other;5");
+        assert!(CompactIds::from_parts(vec![hosts[0].clone(), hosts[0].clone()], vec![]).is_err());
     }
 }

@@ -547,5 +547,5 @@ fn check_config_and_configuration_errors() {
         .arg("--version")
         .output()
         .expect("run");
-    assert!(String::from_utf8_lossy(&output.stdout).contains("state schema 1"));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("state schema 2"));
 }

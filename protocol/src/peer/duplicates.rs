@@ -173,13 +173,15 @@ impl DuplicateCache {
         }
     }
 
-    /// The answered requests remembered, oldest first, for a hot upgrade to carry to the
-    /// next process (requests in progress are not: every one is answered before a hand-over).
-    pub fn export(&self, now: Instant) -> Vec<CachedAnswer> {
+    /// The `limit` most recent answered requests remembered, oldest first, for a hot upgrade
+    /// to carry to the next process (requests in progress are not: every one is answered
+    /// before a hand-over).
+    pub fn export(&self, now: Instant, limit: usize) -> Vec<CachedAnswer> {
         let inner = self.lock();
-        inner
+        let mut answers: Vec<CachedAnswer> = inner
             .order
             .iter()
+            .rev()
             .filter_map(|&(expires, key)| match inner.entries.get(&key) {
                 Some(Entry::Answered(answer)) if expires > now => Some(CachedAnswer {
                     origin_host_hash: key.origin_host,
@@ -189,7 +191,10 @@ impl DuplicateCache {
                 }),
                 _ => None,
             })
-            .collect()
+            .take(limit)
+            .collect();
+        answers.reverse();
+        answers
     }
 
     /// Remembers answers exported by another process's cache.
