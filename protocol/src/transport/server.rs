@@ -162,7 +162,13 @@ impl Server {
     /// Stops accepting, sends DPR with `cause` to every peer and waits until each
     /// connection is closed (DPA received, or the disconnect timeout passed).
     pub async fn shutdown(self, cause: DisconnectCause) {
-        self.pause_accepting();
+        // Wait until the accept task is gone: it holds the listener, and a new version
+        // binding the same address right after must not find it still listening.
+        let accept = self.accept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = accept {
+            task.abort();
+            let _ = task.await;
+        }
         let connections = self.connections();
         for connection in &connections {
             connection.disconnect(cause);
