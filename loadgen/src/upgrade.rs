@@ -3,12 +3,13 @@
 //!
 //! - [`Fleet`]: the pdfs the loadgen started (`pdf0`, and one more per drain), each with its
 //!   own journal directory; every one still running is stopped at the end of the run;
-//! - [`drain`]: start the new pdf on a free loopback port, add it to the gateway (`POST
+//! - `drain`: start the new pdf on a free loopback port, add it to the gateway (`POST
 //!   /nodes`), wait for its connections, set the old node's weight to 0, poll
 //!   `/sessions/count?node=OLD` until it reaches 0 (or `drain_timeout`), copy the old pdf's
 //!   books, stop it with SIGTERM (DPR, exit 0), and remove it from the gateway;
-//! - [`hot`]: `POST /upgrade {"binary", "args"}` to the pdf's admin port (refused by the
-//!   scenario check until the pdf has it);
+//! - `hot`: `POST /upgrade {"binary", "args"}` to the pdf's admin port; the pdf does the
+//!   rest (`pdf::hot`) and answers with the new process's pid, which the fleet then tracks;
+//! - `migrate`: in `crate::migrate`;
 //! - [`Watch`]: when answers arrived (a bit per millisecond: the pause is the longest gap
 //!   between two answers, to the millisecond) and their latency before, during and after
 //!   the upgrade window;
