@@ -17,8 +17,6 @@ use crate::upgrade::{human, read_books, UpgradeRecord, UpgradeTargets};
 
 /// How often the old pdf's `GET /migrate` is asked.
 const POLL: Duration = Duration::from_millis(50);
-/// How long a new node may take to open a connection from the gateway.
-const CONNECT: Duration = Duration::from_secs(15);
 
 async fn call(
     address: std::net::SocketAddr,
@@ -46,8 +44,6 @@ pub async fn migrate(
         .context("no spawned pdf to migrate")?;
     record.old_node.clone_from(&old.name);
     record.old_pid = old.process.pid();
-    let fleet = targets.fleet.clone();
-    let binary = upgrade.binary.clone();
     // It knows where the accounts it does not own yet are served from the start: a START
     // placed on it before the old pdf introduces itself is redirected there (3006), not
     // refused (3004).
@@ -58,45 +54,8 @@ pub async fn migrate(
         format!("aaa://{};transport=tcp", old.diameter),
     ];
     extra.extend(upgrade.args.iter().cloned());
-    let new = tokio::task::spawn_blocking(move || fleet.start_next(binary.as_deref(), &extra))
-        .await
-        .context("the start task panicked")??;
-    let both_since = Instant::now();
-    record.new_node.clone_from(&new.name);
-    record.new_pid = new.process.pid();
-    let (new_name, new_admin) = (new.name.clone(), new.admin);
-    let body = serde_json::json!({
-        "name": new.name,
-        "address": new.diameter.to_string(),
-        "weight": upgrade.weight,
-    })
-    .to_string();
-    let added = call(gateway, "POST", "/nodes".into(), Some(body)).await;
-    targets.fleet.push(new);
-    let (status, answer) = added?;
-    if status != 201 && status != 200 {
-        bail!("POST /nodes {new_name}: HTTP {status} {}", answer.trim());
-    }
-    let deadline = Instant::now() + CONNECT;
-    loop {
-        let (_, nodes) = call(gateway, "GET", "/nodes".into(), None).await?;
-        let nodes: serde_json::Value = serde_json::from_str(&nodes).context("GET /nodes")?;
-        let open = nodes["nodes"].as_array().and_then(|list| {
-            list.iter()
-                .find(|n| n["name"] == new_name.as_str() && n["removed"] != true)
-                .and_then(|n| n["open_connections"].as_u64())
-        });
-        if open.unwrap_or(0) > 0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the gateway opened no connection to {new_name} within {} s",
-                CONNECT.as_secs()
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let (new_name, new_admin, both_since) =
+        crate::upgrade::join_new_pdf(upgrade, targets, gateway, extra, record).await?;
     // The old pdf introduces itself to the new one (which from then on redirects accounts
     // it does not own yet to it), then moves them in the background.
     let mut order = serde_json::json!({ "to_admin": new_admin.to_string() });

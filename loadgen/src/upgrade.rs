@@ -631,6 +631,62 @@ async fn restart(
     Ok(detail)
 }
 
+/// Starts the new pdf (`upgrade.binary`, the fleet's arguments plus `extra`) on free
+/// loopback ports with its own journal, adds it to the gateway (`POST /nodes` with
+/// `upgrade.weight`) and waits until the gateway has a connection open to it: the first
+/// steps of `drain` and `migrate`. Returns its name, its admin address and when it started.
+/// From its start the fleet stops it at the end of the run, whatever happens.
+pub(crate) async fn join_new_pdf(
+    upgrade: &Upgrade,
+    targets: &UpgradeTargets,
+    gateway: SocketAddr,
+    extra: Vec<String>,
+    record: &mut UpgradeRecord,
+) -> anyhow::Result<(String, SocketAddr, Instant)> {
+    let fleet = targets.fleet.clone();
+    let binary = upgrade.binary.clone();
+    let new = tokio::task::spawn_blocking(move || fleet.start_next(binary.as_deref(), &extra))
+        .await
+        .context("the start task panicked")??;
+    let started = Instant::now();
+    record.new_node.clone_from(&new.name);
+    record.new_pid = new.process.pid();
+    let (name, admin) = (new.name.clone(), new.admin);
+    let body = serde_json::json!({
+        "name": new.name,
+        "address": new.diameter.to_string(),
+        "weight": upgrade.weight,
+    })
+    .to_string();
+    let added = call(gateway, "POST", "/nodes".into(), Some(body)).await;
+    targets.fleet.push(new);
+    let (status, answer) = added?;
+    if status != 201 && status != 200 {
+        bail!("POST /nodes {name}: HTTP {status} {}", answer.trim());
+    }
+    // New sessions go to a node with an open connection only: wait for one.
+    let deadline = Instant::now() + CONNECT;
+    loop {
+        let (_, nodes) = call(gateway, "GET", "/nodes".into(), None).await?;
+        let nodes: serde_json::Value = serde_json::from_str(&nodes).context("GET /nodes")?;
+        let open = nodes["nodes"].as_array().and_then(|list| {
+            list.iter()
+                .find(|n| n["name"] == name.as_str() && n["removed"] != true)
+                .and_then(|n| n["open_connections"].as_u64())
+        });
+        if open.unwrap_or(0) > 0 {
+            return Ok((name, admin, started));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "the gateway opened no connection to {name} within {} s",
+                CONNECT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The drain: see the module's documentation.
 async fn drain(
     upgrade: &Upgrade,
@@ -643,50 +699,10 @@ async fn drain(
     let old = targets.fleet.current().context("no spawned pdf to drain")?;
     record.old_node.clone_from(&old.name);
     record.old_pid = old.process.pid();
-    let fleet = targets.fleet.clone();
-    let (binary, extra) = (upgrade.binary.clone(), upgrade.args.clone());
-    let new = tokio::task::spawn_blocking(move || fleet.start_next(binary.as_deref(), &extra))
-        .await
-        .context("the start task panicked")??;
-    let both_since = Instant::now();
-    record.new_node.clone_from(&new.name);
-    record.new_pid = new.process.pid();
-    let body = serde_json::json!({
-        "name": new.name,
-        "address": new.diameter.to_string(),
-        "weight": upgrade.weight,
-    })
-    .to_string();
-    let added = call(gateway, "POST", "/nodes".into(), Some(body)).await;
-    let new_name = new.name.clone();
-    // From here the loadgen stops it at the end, whatever happens.
-    targets.fleet.push(new);
-    let (status, answer) = added?;
-    if status != 201 && status != 200 {
-        bail!("POST /nodes {new_name}: HTTP {status} {}", answer.trim());
-    }
-    // New sessions go to a node with an open connection only: wait for one.
-    let deadline = Instant::now() + CONNECT;
-    loop {
-        let (_, nodes) = call(gateway, "GET", "/nodes".into(), None).await?;
-        let nodes: serde_json::Value = serde_json::from_str(&nodes).context("GET /nodes")?;
-        let open = nodes["nodes"].as_array().and_then(|list| {
-            list.iter()
-                .find(|n| n["name"] == new_name.as_str() && n["removed"] != true)
-                .and_then(|n| n["open_connections"].as_u64())
-        });
-        if open.unwrap_or(0) > 0 {
-            break;
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "the gateway opened no connection to {new_name} within {} s; {} keeps its weight",
-                CONNECT.as_secs(),
-                old.name
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let (new_name, _, both_since) =
+        join_new_pdf(upgrade, targets, gateway, upgrade.args.clone(), record)
+            .await
+            .with_context(|| format!("{} keeps its weight", old.name))?;
     let (status, answer) = call(
         gateway,
         "POST",
