@@ -68,9 +68,32 @@ impl PerSecond {
     /// Closes the current interval at `end_s` (seconds since traffic started) and starts the
     /// next one there; nothing if `end_s` is not after the current start.
     pub fn close(&mut self, end_s: f64) {
+        self.close_with(end_s, |_, _| {});
+    }
+
+    /// Adds histograms of answers (scheduled, service) to the current interval.
+    pub fn add(&mut self, scheduled: &Histogram<u64>, service: &Histogram<u64>) {
+        let _ = self.scheduled.add(scheduled);
+        let _ = self.service.add(service);
+    }
+
+    /// The current interval's histograms (scheduled, service): not closed yet.
+    pub fn current(&self) -> (&Histogram<u64>, &Histogram<u64>) {
+        (&self.scheduled, &self.service)
+    }
+
+    /// [`Self::close`], first handing the interval's histograms (scheduled, service) to
+    /// `fold` (the whole run's histograms are the sum of the closed seconds); whether an
+    /// interval was closed (`fold` is called only then).
+    pub fn close_with(
+        &mut self,
+        end_s: f64,
+        fold: impl FnOnce(&Histogram<u64>, &Histogram<u64>),
+    ) -> bool {
         if end_s <= self.start_s {
-            return;
+            return false;
         }
+        fold(&self.scheduled, &self.service);
         self.closed.push(Closed {
             start_s: self.start_s,
             duration_s: end_s - self.start_s,
@@ -81,6 +104,7 @@ impl PerSecond {
         self.scheduled.reset();
         self.service.reset();
         self.start_s = end_s;
+        true
     }
 
     /// The closed intervals.

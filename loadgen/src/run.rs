@@ -35,47 +35,109 @@ use crate::shard::Shard;
 /// The steps measured separately.
 pub const STEPS: [&str; 4] = ["START", "INTERIM", "STOP", "EVENT"];
 
-/// Per-step measurements.
+/// Per-step counters (atomics: read each second without the recorder's lock).
+#[derive(Default)]
 pub struct Step {
     sent: AtomicU64,
     answered: AtomicU64,
     timeouts: AtomicU64,
-    results: Mutex<BTreeMap<u32, u64>>,
-    scheduled: Mutex<Histogram<u64>>,
-    service: Mutex<Histogram<u64>>,
-    /// This second's histograms and the closed seconds, for the interval log.
-    per_second: Mutex<crate::hlog::PerSecond>,
 }
 
-impl Step {
-    fn new() -> Self {
-        let histogram = || {
-            Mutex::new(
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid"),
-            )
-        };
-        Self {
-            sent: AtomicU64::new(0),
-            answered: AtomicU64::new(0),
-            timeouts: AtomicU64::new(0),
-            results: Mutex::default(),
-            scheduled: histogram(),
-            service: histogram(),
-            per_second: Mutex::default(),
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds are valid")
+}
+
+/// One step's figures of the current second, as the answers record them.
+struct StepRecord {
+    results: BTreeMap<u32, u64>,
+    /// Latency from the intended send time, microseconds.
+    scheduled: Histogram<u64>,
+    /// Latency from the actual send.
+    service: Histogram<u64>,
+}
+
+/// What every answer records, behind one lock (one lock per answer, not one per figure).
+/// Once a second its histograms are swapped for empty ones and closed outside this lock.
+struct Recorder {
+    steps: [StepRecord; 4],
+    /// How far behind its schedule the loadgen sent, microseconds (the whole run).
+    behind: Histogram<u64>,
+}
+
+/// One step's closed seconds.
+struct StepSeconds {
+    /// The closed seconds (encoded for the interval log), and the part-second not closed.
+    per_second: crate::hlog::PerSecond,
+    /// The whole run's histograms, summed from the closed seconds: every answer is
+    /// recorded once, in its second.
+    scheduled: Histogram<u64>,
+    service: Histogram<u64>,
+}
+
+/// What closing a second works on (its own lock: the answers do not wait for it).
+struct Seconds {
+    steps: [StepSeconds; 4],
+    /// Empty histograms to swap into the recorder.
+    spare: Vec<Histogram<u64>>,
+    /// Scratch: the closing second's answers of every step, for its timeline row.
+    interval: Histogram<u64>,
+}
+
+fn record_and_seconds() -> (Recorder, Seconds) {
+    let step = || StepRecord {
+        results: BTreeMap::new(),
+        scheduled: histogram(),
+        service: histogram(),
+    };
+    let seconds = || StepSeconds {
+        per_second: crate::hlog::PerSecond::default(),
+        scheduled: histogram(),
+        service: histogram(),
+    };
+    (
+        Recorder {
+            steps: [step(), step(), step(), step()],
+            behind: histogram(),
+        },
+        Seconds {
+            steps: [seconds(), seconds(), seconds(), seconds()],
+            spare: (0..8).map(|_| histogram()).collect(),
+            interval: histogram(),
+        },
+    )
+}
+
+/// A hasher for small integer keys (account numbers): SipHash per usage report shows up
+/// in the loadgen's profile; these keys are not chosen by an adversary.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
     }
+    fn write_u32(&mut self, value: u32) {
+        self.0 = (self.0 ^ u64::from(value)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
+
+type IntBuild = std::hash::BuildHasherDefault<IntHasher>;
 
 /// Everything the sessions record.
 pub struct Stats {
     steps: [Step; 4],
+    recorder: Mutex<Recorder>,
+    seconds: Mutex<Seconds>,
     outcomes: Mutex<Outcomes>,
-    expected: Mutex<HashMap<u32, i64>>,
-    uncertain: Mutex<HashSet<u32>>,
+    expected: Mutex<HashMap<u32, i64, IntBuild>>,
+    uncertain: Mutex<HashSet<u32, IntBuild>>,
     live: AtomicU64,
     failed: AtomicU64,
-    behind: Mutex<Histogram<u64>>,
-    interval: Mutex<Histogram<u64>>,
     timeline: Mutex<Vec<Second>>,
     /// When answers arrived, and latency around upgrades.
     pub watch: Arc<crate::upgrade::Watch>,
@@ -85,6 +147,24 @@ pub struct Stats {
 #[derive(Default)]
 struct AsrInbox {
     causes: Mutex<HashMap<String, Option<TerminationCause>>>,
+    /// How many causes wait in `causes` (changed under its lock): the sessions look there
+    /// before every record only when some do.
+    waiting: AtomicU64,
+}
+
+impl AsrInbox {
+    /// The ASR's cause for `session_id`, if one came (and is taken now).
+    fn take(&self, session_id: &str) -> Option<Option<TerminationCause>> {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut causes = self.causes.lock().unwrap_or_else(|p| p.into_inner());
+        let cause = causes.remove(session_id);
+        if cause.is_some() {
+            self.waiting.fetch_sub(1, Ordering::Release);
+        }
+        cause
+    }
 }
 
 impl Handler for AsrInbox {
@@ -101,10 +181,12 @@ impl Handler for AsrInbox {
             Ok(asr) => (asr.session_id.to_owned(), asr.termination_cause),
             Err(error) => return incoming.responder.reject(error),
         };
-        self.causes
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(session_id.clone(), cause);
+        {
+            let mut causes = self.causes.lock().unwrap_or_else(|p| p.into_inner());
+            if causes.insert(session_id.clone(), cause).is_none() {
+                self.waiting.fetch_add(1, Ordering::Release);
+            }
+        }
         let asa = Asa {
             session_id: &session_id,
             result_code: ResultCode::SUCCESS,
@@ -558,17 +640,16 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     // Let the gateway's PDF pool come up before the first START.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
+    let (recorder, seconds) = record_and_seconds();
     let stats = Arc::new(Stats {
-        steps: [Step::new(), Step::new(), Step::new(), Step::new()],
+        steps: Default::default(),
+        recorder: Mutex::new(recorder),
+        seconds: Mutex::new(seconds),
         outcomes: Mutex::default(),
         expected: Mutex::default(),
         uncertain: Mutex::default(),
         live: AtomicU64::new(0),
         failed: AtomicU64::new(0),
-        behind: Mutex::new(Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds")),
-        interval: Mutex::new(
-            Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("static bounds"),
-        ),
         timeline: Mutex::default(),
         watch: Arc::default(),
     });
@@ -941,12 +1022,7 @@ impl Ctx {
             // deadline: a herd of STOPs would measure the loadgen, not the system.
             let last = next >= length || intended >= self.deadline;
             tokio::time::sleep_until(intended.into()).await;
-            let aborted = self
-                .inbox
-                .causes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&session_id);
+            let aborted = self.inbox.take(&session_id);
             if let Some(cause) = aborted {
                 match cause {
                     Some(TerminationCause::ADMINISTRATIVE) => {
@@ -1068,18 +1144,13 @@ impl Ctx {
         let measure = &self.stats.steps[step];
         measure.sent.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
-        let behind = sent.saturating_duration_since(intended);
-        let _ = self
-            .stats
-            .behind
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(behind.as_micros().max(1) as u64);
+        let behind_us = sent.saturating_duration_since(intended).as_micros().max(1) as u64;
         let answer = connection
             .request(request, Some(Duration::from_secs(5)))
             .await;
         let done = Instant::now();
         let Ok(answer) = answer else {
+            let _ = self.stats.recorder().behind.record(behind_us);
             measure.timeouts.fetch_add(1, Ordering::Relaxed);
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -1091,41 +1162,21 @@ impl Ctx {
             Aca::decode(&view).map(|a| a.result_code)
         }
         .unwrap_or(ResultCode::UNABLE_TO_COMPLY);
-        measure.answered.fetch_add(1, Ordering::Relaxed);
-        *measure
-            .results
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(result.0)
-            .or_default() += 1;
-        let _ = measure
-            .scheduled
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(done.duration_since(intended.min(sent)).as_micros().max(1) as u64);
-        let _ = measure
-            .service
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(done.duration_since(sent).as_micros().max(1) as u64);
-        measure
-            .per_second
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(
-                done.duration_since(intended.min(sent)).as_micros() as u64,
-                done.duration_since(sent).as_micros() as u64,
-            );
-        let _ = self
-            .stats
-            .interval
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .record(done.duration_since(intended.min(sent)).as_micros().max(1) as u64);
-        self.stats.watch.answer(
-            done,
-            done.duration_since(intended.min(sent)).as_micros().max(1) as u64,
-        );
+        let scheduled_us = done.duration_since(intended.min(sent)).as_micros().max(1) as u64;
+        let service_us = done.duration_since(sent).as_micros().max(1) as u64;
+        {
+            // One lock for every figure of this answer; the whole run's histograms and the
+            // timeline's are made from the per-second ones when a second closes.
+            let mut recorder = self.stats.recorder();
+            let _ = recorder.behind.record(behind_us);
+            let record = &mut recorder.steps[step];
+            *record.results.entry(result.0).or_default() += 1;
+            let _ = record.scheduled.record(scheduled_us);
+            let _ = record.service.record(service_us);
+            // Counted under the lock: a second's answered count and its histograms agree.
+            measure.answered.fetch_add(1, Ordering::Relaxed);
+        }
+        self.stats.watch.answer(done, scheduled_us);
         if !matches!(
             result,
             ResultCode::SUCCESS | ResultCode::CREDIT_LIMIT_REACHED | ResultCode::USER_UNKNOWN
@@ -1170,16 +1221,9 @@ async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration, p
             .map(|s| s.answered.load(Ordering::Relaxed))
             .sum();
         let failed = stats.failed.load(Ordering::Relaxed);
-        let (p50, p99, max) = {
-            let mut interval = stats.interval.lock().unwrap_or_else(|p| p.into_inner());
-            let figures = (
-                interval.value_at_quantile(0.5),
-                interval.value_at_quantile(0.99),
-                interval.max(),
-            );
-            interval.reset();
-            figures
-        };
+        // This second's answers of every step: the interval log's second and the row's
+        // percentiles are the same answers.
+        let (p50, p99, max) = stats.close_second(second as f64);
         let row = Second {
             second,
             answered: answered - last_answered,
@@ -1201,7 +1245,6 @@ async fn report_progress(stats: Arc<Stats>, started: Instant, total: Duration, p
             .unwrap_or_else(|p| p.into_inner())
             .push(row);
         (last_answered, last_failed) = (answered, failed);
-        stats.close_second(second as f64);
     }
 }
 
@@ -1332,19 +1375,30 @@ impl Stats {
             .iter()
             .zip(&self.steps)
             .filter(|(_, s)| s.sent.load(Ordering::Relaxed) > 0)
-            .map(|(name, s)| {
-                let scheduled = s
-                    .scheduled
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone();
-                let service = s.service.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            .enumerate()
+            .map(|(i, (name, s))| {
+                // The closed seconds, the part-second not closed, and what the answers
+                // recorded since the last close.
+                let seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+                let closed = &seconds.steps[i];
+                let (mut scheduled, mut service) =
+                    (closed.scheduled.clone(), closed.service.clone());
+                let (open_scheduled, open_service) = closed.per_second.current();
+                let _ = scheduled.add(open_scheduled);
+                let _ = service.add(open_service);
+                drop(seconds);
+                let recorder = self.recorder();
+                let record = &recorder.steps[i];
+                let _ = scheduled.add(&record.scheduled);
+                let _ = service.add(&record.service);
+                let results = record.results.clone();
+                drop(recorder);
                 StepReport::new(
                     name,
                     s.sent.load(Ordering::Relaxed),
                     s.answered.load(Ordering::Relaxed),
                     s.timeouts.load(Ordering::Relaxed),
-                    s.results.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+                    results,
                     &scheduled,
                     &service,
                 )
@@ -1362,15 +1416,12 @@ impl Stats {
 
     /// The histogram of how far behind its schedule the loadgen sent, microseconds.
     pub fn behind_histogram(&self) -> Histogram<u64> {
-        self.behind
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.recorder().behind.clone()
     }
 
     /// How far behind its schedule the loadgen sent (p99, max) in microseconds.
     pub fn behind(&self) -> (u64, u64) {
-        let behind = self.behind.lock().unwrap_or_else(|p| p.into_inner());
+        let behind = &self.recorder().behind;
         (behind.value_at_quantile(0.99), behind.max())
     }
 
@@ -1389,27 +1440,68 @@ impl Stats {
 }
 
 impl Stats {
+    fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
+        self.recorder.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Closes every step's current interval of the interval log at `end_s` seconds after
-    /// traffic started.
-    fn close_second(&self, end_s: f64) {
-        for step in &self.steps {
-            step.per_second
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .close(end_s);
+    /// traffic started, adding it to the step's whole-run histograms; the p50, p99 and max
+    /// latency (scheduled, microseconds) of the interval's answers of every step.
+    fn close_second(&self, end_s: f64) -> (u64, u64, u64) {
+        let mut seconds = self.seconds.lock().unwrap_or_else(|p| p.into_inner());
+        let Seconds {
+            steps,
+            spare,
+            interval,
+        } = &mut *seconds;
+        // The answers wait only for the swap; merging and encoding (milliseconds: the
+        // interval log deflates every histogram) happen outside their lock.
+        let mut taken: Vec<(Histogram<u64>, Histogram<u64>)> = Vec::with_capacity(4);
+        {
+            let mut recorder = self.recorder();
+            for record in &mut recorder.steps {
+                let scheduled = spare.pop().unwrap_or_else(histogram);
+                let service = spare.pop().unwrap_or_else(histogram);
+                taken.push((
+                    std::mem::replace(&mut record.scheduled, scheduled),
+                    std::mem::replace(&mut record.service, service),
+                ));
+            }
         }
+        interval.reset();
+        for (step, (mut second_scheduled, mut second_service)) in steps.iter_mut().zip(taken) {
+            let StepSeconds {
+                per_second,
+                scheduled,
+                service,
+            } = step;
+            // Into the interval (a part-second not closed yet keeps them for the next).
+            per_second.add(&second_scheduled, &second_service);
+            per_second.close_with(end_s, |closed_scheduled, closed_service| {
+                let _ = scheduled.add(closed_scheduled);
+                let _ = service.add(closed_service);
+                let _ = interval.add(closed_scheduled);
+            });
+            second_scheduled.reset();
+            second_service.reset();
+            spare.push(second_scheduled);
+            spare.push(second_service);
+        }
+        (
+            interval.value_at_quantile(0.5),
+            interval.value_at_quantile(0.99),
+            interval.max(),
+        )
     }
 
     /// Every step's closed intervals, for [`crate::hlog::write`].
     pub fn interval_log(&self) -> Vec<(&'static str, Vec<crate::hlog::Closed>)> {
         STEPS
             .iter()
-            .zip(&self.steps)
-            .map(|(name, step)| {
-                let closed = step
+            .enumerate()
+            .map(|(i, name)| {
+                let closed = self.seconds.lock().unwrap_or_else(|p| p.into_inner()).steps[i]
                     .per_second
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
                     .closed()
                     .to_vec();
                 (*name, closed)
