@@ -355,20 +355,17 @@ async fn serve(
         ownership_log,
         format!("aaa://{};transport=tcp", server.local_addr()),
     )?;
-    migration.resend(pending_exports);
     let (upgrades, mut upgrade_requests) = tokio::sync::mpsc::channel(1);
     let admin_routes = admin::router(admin_state)
         .merge(crate::migrate::router(migration.clone()))
         .merge(crate::hot::router(upgrades));
-    let mut admin = AdminServer::spawn(admin_listener, admin_routes.clone());
 
     if let Some(mut inherited) = inherited {
-        // The commit point: from READY on, the old process exits and this one serves. The
-        // connections' leftover output goes out first, then they are read again.
+        // The commit point: from READY (and GO) on, the old process exits and this one
+        // serves. Not a socket is touched before: the connections' leftover output goes out
+        // first, then they are read again; the admin port accepts after.
         let connections = std::mem::take(&mut inherited.connections);
-        inherited
-            .ready()
-            .context("reporting READY to the old process")?;
+        inherited.ready();
         let count = connections.len();
         for connection in connections {
             if let Err(error) = server.adopt(connection) {
@@ -378,6 +375,8 @@ async fn serve(
         server.resume_accepting();
         tracing::info!(connections = count, "hot upgrade: serving");
     }
+    migration.resend(pending_exports);
+    let mut admin = AdminServer::spawn(admin_listener, admin_routes.clone());
 
     // Harnesses wait for this line to learn the ports (DESIGN.md section 9).
     println!(
@@ -410,9 +409,13 @@ async fn serve(
     };
 
     let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
+    // Created once: a SIGTERM during a hot upgrade is then seen when the upgrade is over.
+    let stop = service::stop_signal();
+    tokio::pin!(stop);
+    let mut fatal = None;
     let cause = loop {
         let (request, reply) = tokio::select! {
-            signal = service::stop_signal() => {
+            signal = &mut stop => {
                 signal?;
                 tracing::info!("stopping: DPR (REBOOTING) to every peer");
                 break DisconnectCause::REBOOTING;
@@ -450,11 +453,15 @@ async fn serve(
             journal: &journal,
             journal_config: config.journal(),
             admin: admin_copy.as_fd(),
-            now: handler.now(),
+            epoch: handler.epoch,
             origin_state_id,
         };
         let outcome = crate::hot::upgrade(&live, &request).await;
         let upgraded = outcome.is_ok();
+        let cannot_serve = outcome
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.downcast_ref::<crate::hot::Fatal>().is_some());
         match &outcome {
             Ok(report) => tracing::info!(?report, "hot upgrade done: the new process serves"),
             Err(error) => tracing::error!("hot upgrade failed: {error:#}"),
@@ -469,6 +476,13 @@ async fn serve(
             let _ = tokio::time::timeout(Duration::from_secs(2), admin.stopped()).await;
             return Ok(());
         }
+        if cannot_serve {
+            // The journal would not reopen: charging is impossible. Stop in order.
+            fatal = Some(anyhow::anyhow!(
+                "the journal could not be reopened after a failed hot upgrade"
+            ));
+            break DisconnectCause::REBOOTING;
+        }
         let listener = admin_copy.try_clone().map(std::net::TcpListener::from)?;
         listener.set_nonblocking(true)?;
         admin = AdminServer::spawn(TcpListener::from_std(listener)?, admin_routes.clone());
@@ -481,7 +495,10 @@ async fn serve(
     Journal::clone(&journal.load())
         .close()
         .context("closing the journal")?;
-    Ok(())
+    match fatal {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
 }
 
 /// The admin HTTP server: stops accepting on request (a hot upgrade hands its socket on),

@@ -14,7 +14,9 @@
 //!   old -> new  STATE      the versioned snapshot (crate::snapshot) in a memfd; the journal
 //!                          is closed
 //!   new -> old  READY      the new process restored and checked everything and holds the
-//!                          journal: the commit point. Old exits without DPR or shutdown().
+//!                          journal: the commit point
+//!   old -> new  GO         the new process may touch the sockets; old exits without DPR
+//!                          or shutdown()
 //!   new -> old  FAILED     with the reason; old resumes (as on a crash or a timeout)
 //! ```
 //!
@@ -25,7 +27,8 @@
 //!
 //! Fault injection for tests: `PDF_HOT_FAULT=<phase>` makes the new process kill itself
 //! with SIGKILL when it reaches that phase (`hello`, `listeners`, `connections`, `state`,
-//! `journal`, `ready`); `PDF_HOT_FAULT=schema` makes it announce that it reads no schema
+//! `journal`, `ready`, and `go` after the commit point); `PDF_HOT_FAULT=schema` makes it
+//! announce that it reads no schema
 //! of ours (the old process must refuse).
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
@@ -49,8 +52,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use protocol::peer::HandOverError;
 use protocol::peer::Node;
-use protocol::transport::Server;
+use protocol::transport::{HandOverFailed, Server};
 
 use crate::charging::Engine;
 use crate::journal::{Durability, Journal, JournalConfig, Recovered};
@@ -62,6 +66,10 @@ const CONNECTION: u8 = 3;
 const STATE: u8 = 4;
 const READY: u8 = 5;
 const FAILED: u8 = 6;
+const GO: u8 = 7;
+
+/// The largest control frame body (the state itself travels in a memfd).
+const MAX_FRAME: usize = 16 << 20;
 
 /// How long the old process waits for the new one at each step before resuming.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -157,7 +165,13 @@ impl Channel {
             return Err(io::Error::other("too many descriptors for one frame"));
         }
         let iov = [IoSlice::new(&header)];
-        let sent = sendmsg(&self.stream, &iov, &mut control, SendFlags::empty())?;
+        let sent = loop {
+            // A signal (a second SIGUSR2, say) interrupts the call: not a failure.
+            match sendmsg(&self.stream, &iov, &mut control, SendFlags::empty()) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => break other?,
+            }
+        };
         self.stream.write_all(&header[sent..])?;
         self.stream.write_all(body)
     }
@@ -170,12 +184,17 @@ impl Channel {
             let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
             let mut control = RecvAncillaryBuffer::new(&mut space);
             let mut iov = [IoSliceMut::new(&mut header)];
-            let message = recvmsg(
-                &self.stream,
-                &mut iov,
-                &mut control,
-                RecvFlags::CMSG_CLOEXEC,
-            )?;
+            let message = loop {
+                match recvmsg(
+                    &self.stream,
+                    &mut iov,
+                    &mut control,
+                    RecvFlags::CMSG_CLOEXEC,
+                ) {
+                    Err(rustix::io::Errno::INTR) => continue,
+                    other => break other?,
+                }
+            };
             for message in control.drain() {
                 if let RecvAncillaryMessage::ScmRights(received) = message {
                     fds.extend(received);
@@ -188,6 +207,11 @@ impl Channel {
         }
         self.stream.read_exact(&mut header[received..])?;
         let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if length > MAX_FRAME {
+            return Err(io::Error::other(format!(
+                "a control frame of {length} bytes (at most {MAX_FRAME})"
+            )));
+        }
         let mut body = vec![0u8; length];
         self.stream.read_exact(&mut body)?;
         Ok((header[4], body, fds))
@@ -332,20 +356,13 @@ impl Successor {
             .send_message(CONNECTION, &message, &[connection.stream.as_fd()])
     }
 
-    /// Sends the snapshot.
-    ///
-    /// The bytes go in a memory file (memfd) whose descriptor travels with the frame: the
-    /// new process reads them at memory speed, instead of a hundred megabytes squeezed
-    /// through the socket's buffer with both processes taking turns on the CPUs.
-    pub fn send_state(&mut self, snapshot: &[u8]) -> io::Result<()> {
-        let memfd = rustix::fs::memfd_create("pdf-snapshot", rustix::fs::MemfdFlags::CLOEXEC)?;
-        let mut file = std::fs::File::from(memfd);
-        file.write_all(snapshot)?;
-        self.channel.send(
-            STATE,
-            &(snapshot.len() as u64).to_le_bytes(),
-            &[file.as_fd()],
-        )
+    /// Sends the snapshot: `state` is a memory file ([`state_file`]) holding its `length`
+    /// bytes. Its descriptor travels with the frame: the new process reads the state at
+    /// memory speed, instead of a hundred megabytes squeezed through the socket's buffer
+    /// with both processes taking turns on the CPUs.
+    pub fn send_state(&mut self, state: &std::fs::File, length: u64) -> io::Result<()> {
+        self.channel
+            .send(STATE, &length.to_le_bytes(), &[state.as_fd()])
     }
 
     /// Waits for READY. Any other outcome (FAILED, a crash, a timeout) stops the new
@@ -363,8 +380,14 @@ impl Successor {
             Err(error) => Err(anyhow!("no READY from the new binary: {error}")),
         };
         match result {
-            // The new process goes on alone; it is not ours to wait for.
-            Ok(pid) => Ok(pid),
+            // GO: from now on the new process alone reads and writes the sockets. If this
+            // fails the new one sees the channel close, knows we are gone, and goes on.
+            Ok(pid) => {
+                if let Err(error) = self.channel.send(GO, &[], &[]) {
+                    tracing::warn!(%error, "GO not sent: the new process goes on when it sees us gone");
+                }
+                Ok(pid)
+            }
             Err(error) => {
                 self.abandon();
                 Err(error)
@@ -375,8 +398,19 @@ impl Successor {
     /// Stops the new process (before READY) and waits until it is gone, so that it no
     /// longer holds the journal.
     pub fn abandon(&mut self) {
+        // The binary may be a wrapper that started the pdf as its child: kill the process
+        // that said HELLO, and the one we started, and wait until both are gone.
+        if let Some(pid) = rustix::process::Pid::from_raw(self.hello.pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let gone = Instant::now() + Duration::from_secs(5);
+        while std::path::Path::new(&format!("/proc/{}", self.hello.pid)).exists()
+            && Instant::now() < gone
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         let _ = std::fs::remove_file(&self.socket);
     }
 
@@ -384,6 +418,12 @@ impl Successor {
     pub fn version(&self) -> &str {
         &self.hello.version
     }
+}
+
+/// A memory file for the state (memfd: no file system, gone with its last descriptor).
+pub fn state_file() -> io::Result<std::fs::File> {
+    let memfd = rustix::fs::memfd_create("pdf-snapshot", rustix::fs::MemfdFlags::CLOEXEC)?;
+    Ok(std::fs::File::from(memfd))
 }
 
 // ---- the old process's orchestration ----------------------------------------------------
@@ -402,15 +442,22 @@ pub struct Live<'a> {
     pub journal_config: JournalConfig,
     /// The admin listening socket.
     pub admin: BorrowedFd<'a>,
-    /// The engine's clock.
-    pub now: u32,
+    /// When the engine's clock started (its time is read at the snapshot).
+    pub epoch: Instant,
     /// The Origin-State-Id being served.
     pub origin_state_id: u32,
 }
 
+/// A failure the process cannot serve on from (the journal would not reopen after a
+/// rollback): the caller stops, with DPR.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct Fatal(pub anyhow::Error);
+
 /// Performs a hot upgrade to `request`: on success the caller exits at once, without DPR
 /// and without shutting any socket down (the new process holds them all). On error this
-/// process has resumed serving as before and the error says why.
+/// process has resumed serving as before and the error says why; unless the error is a
+/// [`Fatal`] (see [`resume`]).
 pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Result<UpgradeReport> {
     let mut phases = Vec::new();
     let mut successor = tokio::task::block_in_place(|| Successor::start(request))?;
@@ -422,32 +469,62 @@ pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Resul
     );
 
     let paused = Instant::now();
-    live.server.pause_accepting();
+    live.server.stop_accepting().await;
     let (detached, failed) = live.server.detach_all().await;
     phases.push(("quiesce".to_owned(), ms(paused.elapsed())));
-    if !failed.is_empty() {
+    // A connection still exchanging capabilities, or closing, stays and closes with this
+    // process (it was not serving); one that would not quiesce aborts the upgrade.
+    let (left, stuck): (Vec<_>, Vec<_>) = failed.into_iter().partition(|(_, why)| {
+        matches!(
+            why,
+            HandOverFailed::Closed | HandOverFailed::NotQuiet(HandOverError::NotOpen)
+        )
+    });
+    if let Some((addr, why)) = stuck.first() {
         successor.abandon();
         resume(live, detached, false)?;
-        let (addr, why) = &failed[0];
         bail!(
             "{} connection(s) could not be handed over (first: {addr}: {why}); still serving",
-            failed.len()
+            stuck.len()
+        );
+    }
+    if !left.is_empty() {
+        tracing::warn!(
+            connections = left.len(),
+            "connections not open (capabilities exchange, or closing) stay and close with this process"
         );
     }
 
     let at = Instant::now();
-    let (state, sessions) = {
+    let written = tokio::task::block_in_place(|| -> anyhow::Result<_> {
         let engine = live.engine.lock().unwrap_or_else(|p| p.into_inner());
-        let state = Snapshot::encode_engine(
+        // Checked again under the lock: a migration started meanwhile would move money the
+        // snapshot does not describe.
+        if engine.ownership.owned() as usize != engine.ledger.len()
+            || engine.ownership.upstream().is_some()
+        {
+            bail!("accounts are moving to or from another node (migrate)");
+        }
+        let mut state = state_file()?;
+        let length = Snapshot::write_engine(
             &engine,
-            live.now,
+            live.epoch.elapsed().as_secs() as u32,
             live.origin_state_id,
             live.node.end_to_end.peek(),
             live.node
                 .duplicates
                 .export(Instant::now(), snapshot::DUPLICATES_CARRIED),
-        );
-        (state, engine.sessions.len())
+            &mut state,
+        )?;
+        Ok((state, length, engine.sessions.len()))
+    });
+    let (state, length, sessions) = match written {
+        Ok(written) => written,
+        Err(error) => {
+            successor.abandon();
+            resume(live, detached, false)?;
+            bail!("taking the state failed: {error:#}; still serving");
+        }
     };
     // Every answer that moved money waited for its record, so closing loses nothing; the
     // new process opens the same files.
@@ -466,7 +543,7 @@ pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Resul
         for connection in &detached {
             successor.send_connection(connection)?;
         }
-        successor.send_state(&state)
+        successor.send_state(&state, length)
     });
     phases.push(("send".to_owned(), ms(at.elapsed())));
     if let Err(error) = sent {
@@ -486,7 +563,7 @@ pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Resul
                 pause_ms: ms(paused.elapsed()),
                 connections: detached.len(),
                 sessions,
-                snapshot_bytes: state.len(),
+                snapshot_bytes: length as usize,
                 schema: snapshot::SCHEMA,
                 phases_ms: phases,
             };
@@ -502,24 +579,30 @@ pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Resul
     }
 }
 
-/// Takes back what was detached: the journal (checked against the engine), the
-/// connections, the listener.
+/// Takes back what was detached: the journal (checked against the engine), before any
+/// request can arrive, then the connections and the listener, even when the journal did
+/// not reopen (so that it does not also cost every connection). If the journal does not
+/// reopen, the error is [`Fatal`]: the process cannot charge, and stops with DPR.
 fn resume(live: &Live<'_>, detached: Vec<Detached>, reopen_journal: bool) -> anyhow::Result<()> {
+    let mut reopened = Ok(());
     if reopen_journal {
-        let accounts = live
-            .engine
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .ledger
-            .len() as u32;
-        let (journal, recovered) = Journal::open_continuing(&live.journal_config, accounts)
-            .context("reopening the journal after a failed hot upgrade")?;
-        check_journal(
-            &live.engine.lock().unwrap_or_else(|p| p.into_inner()),
-            &recovered,
-            live.journal_config.durability,
-        )?;
-        live.journal.store(Arc::new(journal));
+        reopened = (|| {
+            let accounts = live
+                .engine
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ledger
+                .len() as u32;
+            let (journal, recovered) = Journal::open_continuing(&live.journal_config, accounts)
+                .context("reopening the journal after a failed hot upgrade")?;
+            check_journal(
+                &live.engine.lock().unwrap_or_else(|p| p.into_inner()),
+                &recovered,
+                live.journal_config.durability,
+            )?;
+            live.journal.store(Arc::new(journal));
+            anyhow::Ok(())
+        })();
     }
     let count = detached.len();
     for connection in detached {
@@ -528,6 +611,9 @@ fn resume(live: &Live<'_>, detached: Vec<Detached>, reopen_journal: bool) -> any
         }
     }
     live.server.resume_accepting();
+    if let Err(error) = reopened {
+        return Err(Fatal(error).into());
+    }
     tracing::warn!(connections = count, "hot upgrade abandoned: serving again");
     Ok(())
 }
@@ -743,16 +829,30 @@ impl Inheritance {
     }
 
     /// Reports READY: from now on this process owns everything and the old one exits.
-    pub fn ready(mut self) -> io::Result<()> {
+    ///
+    /// Then waits for GO before the caller touches a socket: an old process that gave up
+    /// waiting (and resumes) kills this one first, so no byte is read or written twice. If
+    /// the channel fails instead (the old process died after sending everything), this one
+    /// goes on: it holds every socket and the journal, and nobody else serves them.
+    pub fn ready(mut self) {
         fault_point("ready");
-        self.channel.send_message(
+        let sent = self.channel.send_message(
             READY,
             &Outcome {
                 pid: std::process::id(),
                 reason: None,
             },
             &[],
-        )
+        );
+        let go = sent.and_then(|()| self.channel.recv());
+        match go {
+            Ok((GO, _, _)) => {}
+            Ok((kind, _, _)) => tracing::warn!(kind, "expected GO; going on"),
+            Err(error) => {
+                tracing::warn!(%error, "no GO (the old process is gone); going on")
+            }
+        }
+        fault_point("go");
     }
 
     /// Reports FAILED: the old process resumes.

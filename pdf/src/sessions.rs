@@ -319,11 +319,26 @@ impl Sessions {
         self.ids.parts()
     }
 
-    /// Appends the slot records of [`export`](Self::export) to `slots` (a snapshot writes
-    /// them straight into its buffer).
+    /// Writes the slot records of [`export`](Self::export), a megabyte at a time (a snapshot
+    /// writes them straight into its memfd); returns the bytes written.
+    pub fn write_slots(&self, now: u32, out: &mut impl std::io::Write) -> std::io::Result<u64> {
+        let mut chunk = Vec::with_capacity(crate::snapshot::CHUNK + SLOT_RECORD);
+        for slots in self.slots.chunks(crate::snapshot::CHUNK / SLOT_RECORD) {
+            chunk.clear();
+            Self::records(slots, now, &mut chunk);
+            out.write_all(&chunk)?;
+        }
+        Ok((self.slots.len() * SLOT_RECORD) as u64)
+    }
+
+    /// Appends the slot records of [`export`](Self::export) to `slots`.
     pub fn export_slots(&self, now: u32, slots: &mut Vec<u8>) {
         slots.reserve(self.slots.len() * SLOT_RECORD);
-        for slot in &self.slots {
+        Self::records(&self.slots, now, slots);
+    }
+
+    fn records(from: &[Slot], now: u32, slots: &mut Vec<u8>) {
+        for slot in from {
             // One record on the stack, then one copy: a million of them are the pause.
             let mut record = [0u8; SLOT_RECORD];
             record[0..8].copy_from_slice(&slot.key.0[0].to_le_bytes());
@@ -397,6 +412,11 @@ impl Sessions {
             }
             slot.service = service(slot.service)
                 .ok_or_else(|| format!("slot {i}: service {} is not priced here", slot.service))?;
+            if usize::from(slot.flags >> LAST_RESULT_SHIFT) >= RESULTS.len() {
+                return Err(format!(
+                    "slot {i}: its last answer's result index is out of range"
+                ));
+            }
             if slot.host == protocol::session_id::TEXT {
                 if sessions.ids.text(index, slot.host, 0, 0).is_empty() {
                     return Err(format!("slot {i}: its Session-Id text is missing"));

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::charging::{Engine, EngineConfig, EngineStats};
 use crate::ledger::NO_SESSION;
 use crate::population::Population;
-use crate::sessions::{LastAnswer, SessionKey, SessionTable, Sessions};
+use crate::sessions::{LastAnswer, SessionKey, SessionTable, Sessions, RESULTS};
 use crate::tariff::Tariff;
 
 /// The schema this binary writes.
@@ -40,6 +40,8 @@ pub const READABLE: &[u32] = &[1, 2];
 pub const MAGIC: &[u8; 8] = b"PDFSNAP\0";
 /// The size of one account record in a schema-2 body.
 const ACCOUNT_RECORD: usize = 36;
+/// How much a snapshot writer gathers before each write.
+pub(crate) const CHUNK: usize = 1 << 20;
 /// At most this many of the Diameter duplicate cache's answers travel, the most recent: a
 /// retransmission of an older CCR is answered the same by the engine from the session's
 /// memory (charged once), so the rest would only cost pause time.
@@ -406,7 +408,8 @@ impl Snapshot {
     /// records][slot records]`.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.encode_head(&self.sessions.hosts, &self.sessions.texts, &mut out);
+        self.write_head(&self.sessions.hosts, &self.sessions.texts, &mut out)
+            .expect("writing to a Vec cannot fail");
         out.extend_from_slice(&self.sessions.slots);
         out
     }
@@ -421,19 +424,46 @@ impl Snapshot {
         end_to_end_next: u32,
         duplicates: Vec<CachedAnswer>,
     ) -> Vec<u8> {
+        let mut out = Vec::new();
+        Self::write_engine(
+            engine,
+            now,
+            origin_state_id,
+            end_to_end_next,
+            duplicates,
+            &mut out,
+        )
+        .expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// [`encode_engine`](Self::encode_engine) into a writer, a megabyte at a time (the hot
+    /// upgrade writes into its memfd: no buffer the size of the state). Returns the bytes
+    /// written.
+    pub fn write_engine(
+        engine: &Engine,
+        now: u32,
+        origin_state_id: u32,
+        end_to_end_next: u32,
+        duplicates: Vec<CachedAnswer>,
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<u64> {
         let head = Self {
             sessions: SessionTable::default(),
             ..Self::take_without_sessions(engine, now, origin_state_id, end_to_end_next, duplicates)
         };
         let (hosts, texts) = engine.sessions.export_ids();
-        let mut out = Vec::new();
-        head.encode_head(&hosts, &texts, &mut out);
-        engine.sessions.export_slots(now, &mut out);
-        out
+        let written = head.write_head(&hosts, &texts, out)?;
+        Ok(written + engine.sessions.write_slots(now, out)?)
     }
 
-    /// Everything but the slot records.
-    fn encode_head(&self, hosts: &[String], texts: &[(u32, String)], out: &mut Vec<u8>) {
+    /// Everything but the slot records; returns the bytes written.
+    fn write_head(
+        &self,
+        hosts: &[String],
+        texts: &[(u32, String)],
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<u64> {
         let meta = MetaOut {
             origin_state_id: self.origin_state_id,
             end_to_end_next: self.end_to_end_next,
@@ -449,23 +479,34 @@ impl Snapshot {
         };
         let meta = postcard::to_stdvec(&meta).expect("a snapshot always serialises");
         let money = self.money.len() * ACCOUNT_RECORD;
-        out.reserve(28 + meta.len() + money + self.live_sessions as usize * 60);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&SCHEMA.to_le_bytes());
-        out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
-        out.extend_from_slice(&meta);
-        out.extend_from_slice(&(money as u64).to_le_bytes());
+        let mut chunk = Vec::with_capacity(CHUNK.min(28 + meta.len() + money));
+        chunk.extend_from_slice(MAGIC);
+        chunk.extend_from_slice(&SCHEMA.to_le_bytes());
+        chunk.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        chunk.extend_from_slice(&meta);
+        chunk.extend_from_slice(&(money as u64).to_le_bytes());
         for account in &self.money {
-            out.extend_from_slice(&account.id.to_le_bytes());
-            for value in [
+            let mut record = [0u8; ACCOUNT_RECORD];
+            record[..4].copy_from_slice(&account.id.to_le_bytes());
+            for (i, value) in [
                 account.initial,
                 account.balance,
                 account.reserved,
                 account.debited,
-            ] {
-                out.extend_from_slice(&value.to_le_bytes());
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                record[4 + 8 * i..12 + 8 * i].copy_from_slice(&value.to_le_bytes());
+            }
+            chunk.extend_from_slice(&record);
+            if chunk.len() >= CHUNK {
+                out.write_all(&chunk)?;
+                chunk.clear();
             }
         }
+        out.write_all(&chunk)?;
+        Ok((28 + meta.len() + money) as u64)
     }
 
     /// The schema version of encoded bytes.
@@ -583,7 +624,6 @@ impl Snapshot {
             )));
         }
         let mut engine = fresh;
-        let mut sums = (0i64, 0i64, 0i64);
         for record in &self.money {
             if record.id >= self.accounts {
                 return Err(check(format!("account {} out of range", record.id)));
@@ -599,14 +639,6 @@ impl Snapshot {
                     record.id
                 )));
             }
-            sums = match (
-                sums.0.checked_add(record.balance),
-                sums.1.checked_add(record.reserved),
-                sums.2.checked_add(record.debited),
-            ) {
-                (Some(b), Some(r), Some(d)) => (b, r, d),
-                _ => return Err(check("money totals overflow".to_owned())),
-            };
             engine.ledger.restore(
                 record.id,
                 record.initial,
@@ -665,6 +697,12 @@ impl Snapshot {
             }
         }
         for record in &self.ended {
+            if usize::from(record.last.result) >= RESULTS.len() {
+                return Err(check(format!(
+                    "an ended session's answer has result index {}",
+                    record.last.result
+                )));
+            }
             let service = engine
                 .tariff
                 .service_index(record.rating_group)

@@ -160,6 +160,32 @@ async fn a_new_process_dying_at_any_phase_leaves_the_old_one_serving() {
     )
     .await;
     let config = dir.path().join("pdf.toml").display().to_string();
+    // Traffic on another session all along: every failed upgrade detaches and re-adopts
+    // the connection mid-stream (unread and unwritten bytes included).
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (connection, node, stop) = (connection.clone(), node.clone(), stop.clone());
+        tokio::spawn(async move {
+            let s = session_id(&node, 2);
+            let (result, ..) = send(
+                &connection,
+                ccr(&node, &s, 5, CcRequestType::INITIAL_REQUEST, 0, None),
+            )
+            .await;
+            assert_eq!(result, ResultCode::SUCCESS);
+            let mut number = 1;
+            while !stop.load(Ordering::Relaxed) {
+                let (result, ..) = send(
+                    &connection,
+                    ccr(&node, &s, 5, CcRequestType::UPDATE_REQUEST, number, Some(1)),
+                )
+                .await;
+                assert_eq!(result, ResultCode::SUCCESS, "UPDATE {number}");
+                number += 1;
+            }
+            u64::from(number - 1)
+        })
+    };
     let mut number = 1;
     for phase in [
         "schema",
@@ -188,6 +214,13 @@ async fn a_new_process_dying_at_any_phase_leaves_the_old_one_serving() {
         books_ok(&pdf);
     }
     assert_eq!(account(&pdf, 2)["debited"], 7 * 2);
+    stop.store(true, Ordering::Relaxed);
+    let updates = load.await.expect("every UPDATE answered 2001");
+    assert!(
+        updates > 7,
+        "traffic ran through the failed upgrades: {updates}"
+    );
+    assert_eq!(account(&pdf, 3)["debited"], 2 * updates);
     no_connection_went_down(&recorder.events.lock().expect("not poisoned"));
     // And after all that, an upgrade that works.
     let (code, report) = upgrade(&pdf, PDF, &args(dir.path(), &config, &data));
@@ -213,7 +246,24 @@ async fn a_new_process_dying_at_any_phase_leaves_the_old_one_serving() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigusr2_upgrades_to_the_binary_at_the_same_path() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut pdf = start(dir.path(), 1000, &[]);
+    // The pdf runs from a copy that is then replaced, as an operator swaps the file: the
+    // new process must be the file now at the path, not the running (deleted) image.
+    let binary = dir.path().join("pdf");
+    std::fs::copy(PDF, &binary).expect("copy the binary");
+    let config = super::config(dir.path(), 1000);
+    let mut pdf = Process::start(
+        &binary,
+        &[
+            "--config",
+            &config,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+    std::fs::remove_file(&binary).expect("remove");
+    std::fs::copy(PDF, &binary).expect("the new version at the same path");
     let before = status(&pdf);
     let (_client, connection, node, recorder) = connect(pdf.diameter, "gw1.example.net").await;
     let s = session_id(&node, 1);

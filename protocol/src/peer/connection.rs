@@ -330,7 +330,10 @@ impl Peer {
                 PendingRequest {
                     command: CommandCode(request.command),
                     end_to_end: crate::header::EndToEndId(request.end_to_end),
-                    deadline: now + Duration::from_millis(request.remaining_ms),
+                    // Bounded: a corrupt state must not overflow the clock.
+                    deadline: now
+                        + Duration::from_millis(request.remaining_ms)
+                            .min(node.config.request_timeout),
                 },
             );
         }

@@ -694,6 +694,10 @@ async fn write_loop(
             _ = &mut stop => break,
         }
     }
+    // Stopped for a hand-over: what is still queued travels too, after the batch.
+    while let Ok(more) = out.try_recv() {
+        batch.extend_from_slice(&more);
+    }
     WriterEnd {
         half,
         unwritten: batch,

@@ -95,7 +95,19 @@ impl Server {
         )));
     }
 
-    /// Stops accepting; peers connecting meanwhile wait in the kernel's backlog.
+    /// Stops accepting and waits until the accept task is gone, so that no peer accepted
+    /// at this very moment slips past a hand-over; peers connecting meanwhile wait in the
+    /// kernel's backlog.
+    pub async fn stop_accepting(&self) {
+        let accept = self.accept.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = accept {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Stops accepting (at the accept task's next await); peers connecting meanwhile wait
+    /// in the kernel's backlog.
     pub fn pause_accepting(&self) {
         if let Some(task) = self.accept.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
@@ -140,9 +152,10 @@ impl Server {
     /// Resumes a connection detached here (a rollback) or in the previous process.
     pub fn adopt(&self, detached: Detached) -> std::io::Result<Connection> {
         let remote = detached.stream.peer_addr()?;
-        // Registered before the driver runs, so that its `Up` and a quick `Down` find it.
         let connection = driver::resume(detached, self.node.clone(), self.handler.clone())?;
         lock(&self.connections).insert(remote, connection.clone());
+        // The driver runs already: if the connection went down before it was registered,
+        // its `Down` found nothing to remove.
         if !connection.is_open() {
             lock(&self.connections).remove(&remote);
         }
@@ -164,11 +177,7 @@ impl Server {
     pub async fn shutdown(self, cause: DisconnectCause) {
         // Wait until the accept task is gone: it holds the listener, and a new version
         // binding the same address right after must not find it still listening.
-        let accept = self.accept.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(task) = accept {
-            task.abort();
-            let _ = task.await;
-        }
+        self.stop_accepting().await;
         let connections = self.connections();
         for connection in &connections {
             connection.disconnect(cause);
