@@ -209,6 +209,8 @@ fn open_state(
         let origin_state_id = recovered.origin_state_id;
         return Ok((engine, journal, origin_state_id));
     };
+    let mut fresh = fresh;
+    fresh.sessions = std::mem::take(&mut inherited.sessions);
     let engine = inherited
         .snapshot
         .take()

@@ -67,6 +67,18 @@ const STATE: u8 = 4;
 const READY: u8 = 5;
 const FAILED: u8 = 6;
 const GO: u8 = 7;
+const PREPARE: u8 = 8;
+
+/// The largest table a PREPARE may ask for (a corrupt one must not exhaust memory).
+const MAX_PREPARED_SLOTS: u64 = 64 << 20;
+
+/// PREPARE: how big the state will be, so that the new process writes its memory before
+/// the pause (old -> new, after HELLO, while the old one still serves).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+struct Prepare {
+    slots: u64,
+    state_bytes: u64,
+}
 
 /// The largest control frame body (the state itself travels in a memfd).
 const MAX_FRAME: usize = 16 << 20;
@@ -329,6 +341,13 @@ impl Successor {
         self.started.elapsed()
     }
 
+    /// Tells the new process how big the state will be (PREPARE), while this one still
+    /// serves, so that it writes the memory it needs before the pause.
+    pub fn send_prepare(&mut self, slots: u64, state_bytes: u64) -> io::Result<()> {
+        self.channel
+            .send_message(PREPARE, &Prepare { slots, state_bytes }, &[])
+    }
+
     /// Sends the listening sockets; `connections` is how many CONNECTION messages follow.
     pub fn send_listeners(
         &mut self,
@@ -468,6 +487,32 @@ pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Resul
         "hot upgrade: the new binary said HELLO; quiescing"
     );
 
+    // Still serving: size the state, allocate its memory file, and let the new process
+    // write the memory it will need, so that the pause pays no page faults for them.
+    let prepared = tokio::task::block_in_place(|| -> io::Result<std::fs::File> {
+        let (slots, accounts) = {
+            let engine = live.engine.lock().unwrap_or_else(|p| p.into_inner());
+            (
+                engine.sessions.slot_count() as u64,
+                engine.ledger.len() as u64,
+            )
+        };
+        // Room for sessions opened meanwhile; the accounts that changed, at most all.
+        let slots = slots + slots / 8 + 1024;
+        let estimate = slots * 56 + accounts * 36 + (1 << 20);
+        let state = state_file()?;
+        let _ = rustix::fs::fallocate(&state, rustix::fs::FallocateFlags::empty(), 0, estimate);
+        successor.send_prepare(slots, estimate)?;
+        Ok(state)
+    });
+    let mut state = match prepared {
+        Ok(state) => state,
+        Err(error) => {
+            successor.abandon();
+            bail!("preparing the new binary failed: {error}; still serving");
+        }
+    };
+
     let paused = Instant::now();
     live.server.stop_accepting().await;
     let (detached, failed) = live.server.detach_all().await;
@@ -505,7 +550,6 @@ pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Resul
         {
             bail!("accounts are moving to or from another node (migrate)");
         }
-        let mut state = state_file()?;
         let length = Snapshot::write_engine(
             &engine,
             live.epoch.elapsed().as_secs() as u32,
@@ -516,9 +560,9 @@ pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Resul
                 .export(Instant::now(), snapshot::DUPLICATES_CARRIED),
             &mut state,
         )?;
-        Ok((state, length, engine.sessions.len()))
+        Ok((length, engine.sessions.len()))
     });
-    let (state, length, sessions) = match written {
+    let (length, sessions) = match written {
         Ok(written) => written,
         Err(error) => {
             successor.abandon();
@@ -713,6 +757,9 @@ pub struct Inheritance {
     pub duplicates: Vec<protocol::peer::CachedAnswer>,
     /// Its size in bytes.
     pub snapshot_bytes: usize,
+    /// The session table's memory, written before the pause (PREPARE): give it to the
+    /// fresh engine before restoring.
+    pub sessions: crate::sessions::Sessions,
     channel: Channel,
 }
 
@@ -746,11 +793,28 @@ impl Inheritance {
             },
             &[],
         )?;
-        match Self::receive_rest(&mut channel) {
+        // Before the pause: the memory for the state and for the session table, written
+        // now so that the pause does not pay its page faults.
+        let (mut buffer, sessions) = match channel.recv() {
+            Ok((PREPARE, body, _)) => {
+                let prepare: Prepare = decode("PREPARE", &body)?;
+                let slots = prepare.slots.min(MAX_PREPARED_SLOTS) as usize;
+                let bytes = (prepare.state_bytes as usize)
+                    .min(slots * crate::sessions::SLOT_RECORD * 2 + (64 << 20));
+                let mut buffer = Vec::new();
+                buffer.resize(bytes, 0u8);
+                buffer.clear();
+                (buffer, crate::sessions::Sessions::preallocated(slots))
+            }
+            Ok((kind, _, _)) => bail!("expected PREPARE, got message kind {kind}"),
+            Err(error) => return Err(anyhow!("waiting for PREPARE: {error}")),
+        };
+        match Self::receive_rest(&mut channel, &mut buffer) {
             Ok((diameter, admin, connections, mut snapshot, snapshot_bytes)) => Ok(Self {
                 diameter,
                 admin,
                 connections,
+                sessions,
                 origin_state_id: snapshot.origin_state_id,
                 end_to_end_next: snapshot.end_to_end_next,
                 duplicates: std::mem::take(&mut snapshot.duplicates),
@@ -768,6 +832,7 @@ impl Inheritance {
     #[allow(clippy::type_complexity)]
     fn receive_rest(
         channel: &mut Channel,
+        buffer: &mut Vec<u8>,
     ) -> anyhow::Result<(
         std::net::TcpListener,
         std::net::TcpListener,
@@ -817,7 +882,13 @@ impl Inheritance {
         let length = u64::from_le_bytes(length);
         // The descriptor shares the old process's file offset (at the end): read from 0.
         let mut file = std::fs::File::from(fd);
-        let mut state = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+        let size_on_file = file.metadata()?.len();
+        if length > size_on_file {
+            bail!("the state announces {length} bytes, its file holds {size_on_file}");
+        }
+        // Into the memory PREPARE wrote (it grows if the state outgrew the estimate).
+        let mut state = std::mem::take(buffer);
+        state.clear();
         std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0))?;
         file.take(length).read_to_end(&mut state)?;
         if state.len() as u64 != length {

@@ -367,6 +367,41 @@ impl Sessions {
         now: u32,
         service: impl Fn(u8) -> Option<u8>,
     ) -> Result<Self, String> {
+        Self::import_into(Self::default(), table, now, service)
+    }
+
+    /// An empty table with room for `slots` sessions whose memory is already written, so
+    /// that filling it later costs no page faults: a hot upgrade's new process prepares it
+    /// while the old one still serves.
+    pub fn preallocated(slots: usize) -> Self {
+        let blank = Slot {
+            key: SessionKey([0, 0]),
+            account: FREE,
+            next_in_account: NO_SESSION,
+            reserved: 0,
+            expires: 0,
+            host: 0,
+            service: 0,
+            flags: 0,
+            high: 0,
+            low: 0,
+            last_number: 0,
+            last_granted: 0,
+        };
+        let mut table = Self::default();
+        table.slots.resize(slots, blank);
+        table.slots.clear();
+        table.index = HashTable::with_capacity(slots);
+        table
+    }
+
+    /// [`import`](Self::import) into `shell`'s memory (from [`preallocated`](Self::preallocated)).
+    pub fn import_into(
+        mut shell: Self,
+        table: SessionTable,
+        now: u32,
+        service: impl Fn(u8) -> Option<u8>,
+    ) -> Result<Self, String> {
         if !table.slots.len().is_multiple_of(SLOT_RECORD) {
             return Err(format!(
                 "{} bytes of slots: not whole {SLOT_RECORD}-byte records",
@@ -377,14 +412,14 @@ impl Sessions {
         if count > u32::MAX as usize - 1 {
             return Err(format!("{count} slots: too many"));
         }
-        let ids = CompactIds::from_parts(table.hosts, table.texts)?;
-        let mut sessions = Sessions {
-            slots: Vec::with_capacity(count),
-            free: Vec::new(),
-            index: HashTable::with_capacity(count),
-            ids,
-            live: 0,
-        };
+        shell.ids = CompactIds::from_parts(table.hosts, table.texts)?;
+        shell.slots.clear();
+        shell.slots.reserve(count);
+        shell.free.clear();
+        shell.index.clear();
+        shell.index.reserve(count, |_| 0);
+        shell.live = 0;
+        let mut sessions = shell;
         for (i, record) in table.slots.chunks_exact(SLOT_RECORD).enumerate() {
             let u32_at =
                 |at: usize| u32::from_le_bytes(record[at..at + 4].try_into().expect("4 bytes"));

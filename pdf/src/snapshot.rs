@@ -652,7 +652,8 @@ impl Snapshot {
             .iter()
             .map(|&group| engine.tariff.service_index(group))
             .collect();
-        let sessions = Sessions::import(self.sessions, now, |index| {
+        let shell = std::mem::take(&mut engine.sessions);
+        let sessions = Sessions::import_into(shell, self.sessions, now, |index| {
             services.get(usize::from(index)).copied().flatten()
         })
         .map_err(|e| check(format!("sessions: {e}")))?;
