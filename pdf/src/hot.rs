@@ -801,8 +801,8 @@ impl Inheritance {
                 let slots = prepare.slots.min(MAX_PREPARED_SLOTS) as usize;
                 let bytes = (prepare.state_bytes as usize)
                     .min(slots * crate::sessions::SLOT_RECORD * 2 + (64 << 20));
-                let mut buffer = Vec::new();
-                buffer.resize(bytes, 0u8);
+                // Non-zero: a zeroed allocation would leave its pages untouched (calloc).
+                let mut buffer = vec![1u8; bytes];
                 buffer.clear();
                 (buffer, crate::sessions::Sessions::preallocated(slots))
             }
