@@ -98,6 +98,9 @@ impl Hasher for KeyHasher {
     }
 }
 
+/// The size at which a cache reserves its whole capacity (see [`DuplicateCache::grow`]).
+const GROW_AT: usize = 4096;
+
 #[derive(Debug, Default)]
 struct Inner {
     entries: HashMap<DuplicateKey, Entry, BuildHasherDefault<KeyHasher>>,
@@ -139,6 +142,7 @@ impl DuplicateCache {
             Some(Entry::InProgress) => Seen::InProgress,
             Some(Entry::Answered(answer)) => Seen::Answered(answer.clone()),
             None => {
+                self.grow(&mut inner);
                 inner.entries.insert(key, Entry::InProgress);
                 inner.order.push_back((now + self.lifetime, key));
                 Seen::New
@@ -203,6 +207,7 @@ impl DuplicateCache {
             return;
         }
         let mut inner = self.lock();
+        self.grow(&mut inner);
         for cached in answers {
             let key = DuplicateKey {
                 origin_host: cached.origin_host_hash,
@@ -238,6 +243,21 @@ impl DuplicateCache {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Once a cache holds [`GROW_AT`] entries it takes its full capacity at once: growing by
+    /// doubling rehashes the whole map (and moves the whole queue) under the lock, every
+    /// request of the node waiting: at 229,377 entries of the default 256 Ki that stalled
+    /// the gateway and the pdf for tens of milliseconds under load (BENCHMARKS.md, the
+    /// knee). The memory is what the map reaches anyway once full; a node that sees few
+    /// requests never reserves it.
+    fn grow(&self, inner: &mut Inner) {
+        let len = inner.entries.len();
+        if len >= GROW_AT && inner.entries.capacity() < self.capacity {
+            inner.entries.reserve(self.capacity - len);
+            let queued = inner.order.len();
+            inner.order.reserve(self.capacity.saturating_sub(queued));
+        }
     }
 
     fn evict(&self, inner: &mut Inner, now: Instant) {
@@ -290,5 +310,23 @@ mod tests {
         let key = DuplicateKey::new(b"h", EndToEndId(1));
         assert_eq!(off.check(key, t0), Seen::New);
         assert_eq!(off.check(key, t0), Seen::New);
+    }
+
+    #[test]
+    fn a_busy_cache_takes_its_whole_capacity_once_and_a_quiet_one_stays_small() {
+        let t0 = Instant::now();
+        let cache = DuplicateCache::new(Duration::from_secs(60), 3 * GROW_AT);
+        for id in 0..GROW_AT as u32 {
+            cache.check(DuplicateKey::new(b"h", EndToEndId(id)), t0);
+        }
+        assert!(cache.lock().entries.capacity() < 3 * GROW_AT);
+        cache.check(DuplicateKey::new(b"h", EndToEndId(u32::MAX)), t0);
+        assert!(cache.lock().entries.capacity() >= 3 * GROW_AT);
+        assert!(cache.lock().order.capacity() >= 3 * GROW_AT);
+        for id in GROW_AT as u32..4 * GROW_AT as u32 {
+            cache.check(DuplicateKey::new(b"h", EndToEndId(id)), t0);
+        }
+        // Full: the oldest go.
+        assert_eq!(cache.len(), 3 * GROW_AT);
     }
 }
