@@ -848,11 +848,38 @@ async fn hot(
         .context("the wait task panicked")?;
     record.old_exit_status = exit.and_then(|s| s.code());
     Ok(format!(
-        "pid {} handed over to pid {pid} ({}); old process {}",
+        "pid {} handed over to pid {pid} ({}); old process {}{}",
         record.old_pid.map_or("?".into(), |p| p.to_string()),
         binary.display(),
-        exit.map_or("still running after 30 s".into(), |s| s.to_string())
+        exit.map_or("still running after 30 s".into(), |s| s.to_string()),
+        pdf_pause(&answer)
     ))
+}
+
+/// What the pdf said of its own pause in its answer to `POST /upgrade`: "; the pdf's pause
+/// 31.2 ms (quiesce 0.1, snapshot 10.0, ...), 4 connections, 100000 sessions".
+fn pdf_pause(answer: &str) -> String {
+    let Ok(report) = serde_json::from_str::<serde_json::Value>(answer) else {
+        return String::new();
+    };
+    let Some(pause) = report["pause_ms"].as_f64() else {
+        return String::new();
+    };
+    let phases: Vec<String> = report["phases_ms"]
+        .as_array()
+        .map(|phases| {
+            phases
+                .iter()
+                .filter_map(|p| Some(format!("{} {:.1}", p[0].as_str()?, p[1].as_f64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "; the pdf's pause {pause:.1} ms ({}), {} connections, {} sessions",
+        phases.join(", "),
+        report["connections"],
+        report["sessions"]
+    )
 }
 
 /// The body of `POST /upgrade`.
@@ -1294,6 +1321,16 @@ mod tests {
         );
         let one = combine(&[("pdf0".into(), node(&[(1, 5)]))]);
         assert!(one.split_brain.is_none());
+    }
+
+    #[test]
+    fn the_pdfs_own_pause_goes_into_the_detail() {
+        let answer = r#"{"new_pid":7,"pause_ms":31.25,"connections":4,"sessions":100,"phases_ms":[["quiesce",0.1],["snapshot",10.0]]}"#;
+        assert_eq!(
+            pdf_pause(answer),
+            "; the pdf's pause 31.2 ms (quiesce 0.1, snapshot 10.0), 4 connections, 100 sessions"
+        );
+        assert_eq!(pdf_pause("not json"), "");
     }
 
     #[test]
