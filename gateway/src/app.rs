@@ -181,6 +181,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = admin_stopped.await;
     }));
 
+    // The stop signals are installed before the ports are announced: a SIGTERM sent right
+    // after the `listening` line is kept, not left to the default action.
+    let stop = service::stop_signal()?;
     println!(
         "listening diameter={} admin={}",
         server.local_addr(),
@@ -188,7 +191,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     tracing::info!(access = %server.local_addr(), admin = %admin_addr, "gateway ready");
 
-    service::stop_signal().await?;
+    stop.await;
     tracing::info!("stopping: DPR (REBOOTING) to access peers, then to PDFs");
     server.shutdown(DisconnectCause::REBOOTING).await;
     for node in relay.pool.nodes() {

@@ -380,6 +380,7 @@ async fn serve(
     migration.resend(pending_exports);
     let mut admin = AdminServer::spawn(admin_listener, admin_routes.clone());
 
+    let stop = service::stop_signal()?;
     // Harnesses wait for this line to learn the ports (DESIGN.md section 9).
     println!(
         "listening diameter={} admin={}",
@@ -411,14 +412,13 @@ async fn serve(
     };
 
     let mut usr2 = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined2())?;
-    // Created once: a SIGTERM during a hot upgrade is then seen when the upgrade is over.
-    let stop = service::stop_signal();
+    // Installed before the ports are announced; created once, so that a SIGTERM during a
+    // hot upgrade is seen when the upgrade is over.
     tokio::pin!(stop);
     let mut fatal = None;
     let cause = loop {
         let (request, reply) = tokio::select! {
-            signal = &mut stop => {
-                signal?;
+            () = &mut stop => {
                 tracing::info!("stopping: DPR (REBOOTING) to every peer");
                 break DisconnectCause::REBOOTING;
             }

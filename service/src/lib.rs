@@ -56,14 +56,18 @@ where
     }
 }
 
-/// Waits for SIGTERM or SIGINT (an orderly stop).
-pub async fn stop_signal() -> anyhow::Result<()> {
+/// Installs the SIGTERM and SIGINT handlers now, and returns the wait for the first of them
+/// (an orderly stop). Call it before announcing the ports: a signal that arrives before the
+/// returned future is first awaited is kept, not left to the default action (which kills
+/// the process without its DPR).
+pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
