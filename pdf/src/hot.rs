@@ -8,6 +8,8 @@
 //!
 //! ```text
 //!   new -> old  HELLO      pid, version, the state schemas it reads   (old refuses if not ours)
+//!   old -> new  PREPARE    how big the state will be (old still serving): the new process
+//!                          writes the memory it will need; then the pause starts
 //!   old -> new  LISTENERS  the Diameter and admin listening sockets (old stops accepting)
 //!   old -> new  CONNECTION per connection, quiesced at a message boundary: the socket, its
 //!                          unread and unwritten bytes, its peer state
@@ -21,15 +23,15 @@
 //! ```
 //!
 //! Before READY, any failure (the new process refuses, crashes, times out, fails a check)
-//! makes the old process resume: it reopens its journal, re-adopts its connections with
-//! their unread and unwritten bytes, and accepts again. Nothing was lost, because the new
-//! process reads and writes no socket before READY.
+//! makes the old process resume: it kills the new one, reopens its journal, re-adopts its
+//! connections with their unread and unwritten bytes, and accepts again. Nothing was lost,
+//! because the new process reads and writes no socket (and serves no admin request) before
+//! GO.
 //!
 //! Fault injection for tests: `PDF_HOT_FAULT=<phase>` makes the new process kill itself
 //! with SIGKILL when it reaches that phase (`hello`, `listeners`, `connections`, `state`,
 //! `journal`, `ready`, and `go` after the commit point); `PDF_HOT_FAULT=schema` makes it
-//! announce that it reads no schema
-//! of ours (the old process must refuse).
+//! announce that it reads no schema of ours (the old process must refuse).
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
