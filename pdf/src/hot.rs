@@ -478,7 +478,7 @@ pub struct Fatal(pub anyhow::Error);
 /// Performs a hot upgrade to `request`: on success the caller exits at once, without DPR
 /// and without shutting any socket down (the new process holds them all). On error this
 /// process has resumed serving as before and the error says why; unless the error is a
-/// [`Fatal`] (see [`resume`]).
+/// [`Fatal`] (see `resume`).
 pub async fn upgrade(live: &Live<'_>, request: &UpgradeRequest) -> anyhow::Result<UpgradeReport> {
     let mut phases = Vec::new();
     let mut successor = tokio::task::block_in_place(|| Successor::start(request))?;
