@@ -420,37 +420,20 @@ impl Driver {
         detached: std::io::Result<Detached>,
         commands: mpsc::UnboundedReceiver<Command>,
     ) {
-        match detached {
-            Ok(detached) => {
-                self.status
-                    .send_replace(Status::Down(DownReason::HandedOver));
-                self.connection.permits.close();
-                // Our requests still awaiting answers travel with the state; their senders
-                // here learn the connection is gone from here.
-                for (_, waiter) in self.waiters.drain() {
-                    let _ = waiter.send(Err(RequestError::ConnectionDown));
-                }
-                self.handler.on_event(
-                    &self.connection,
-                    &ConnectionEvent::Down(DownReason::HandedOver),
-                );
-                let _ = reply.send(Ok(detached));
-            }
+        let (reason, outcome) = match detached {
+            Ok(detached) => (DownReason::HandedOver, Ok(detached)),
             Err(error) => {
                 tracing::warn!(addr = %self.connection.remote, %error, "hand-over failed: the socket is unusable");
-                self.status
-                    .send_replace(Status::Down(DownReason::TransportClosed));
-                self.connection.permits.close();
-                for (_, waiter) in self.waiters.drain() {
-                    let _ = waiter.send(Err(RequestError::ConnectionDown));
-                }
-                self.handler.on_event(
-                    &self.connection,
-                    &ConnectionEvent::Down(DownReason::TransportClosed),
-                );
-                let _ = reply.send(Err(HandOverFailed::Closed));
+                (DownReason::TransportClosed, Err(HandOverFailed::Closed))
             }
+        };
+        // Our requests still awaiting answers travel with the state (or are lost with the
+        // socket): their senders here learn the connection is gone from here.
+        for (_, waiter) in self.waiters.drain() {
+            let _ = waiter.send(Err(RequestError::ConnectionDown));
         }
+        self.went_down(reason);
+        let _ = reply.send(outcome);
         refuse_queued(commands);
     }
 
@@ -585,12 +568,17 @@ impl Driver {
                         tracing::debug!(addr = %self.connection.remote, ?reason, "connection down")
                     }
                 }
-                self.status.send_replace(Status::Down(reason.clone()));
-                self.connection.permits.close();
-                self.handler
-                    .on_event(&self.connection, &ConnectionEvent::Down(reason));
+                self.went_down(reason);
             }
         }
+    }
+
+    /// Tells the handles and the application that the connection is gone, and why.
+    fn went_down(&mut self, reason: DownReason) {
+        self.status.send_replace(Status::Down(reason.clone()));
+        self.connection.permits.close();
+        self.handler
+            .on_event(&self.connection, &ConnectionEvent::Down(reason));
     }
 }
 
