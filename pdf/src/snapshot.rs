@@ -732,9 +732,11 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    use protocol::dictionary::{CcRequestType, SubscriptionIdType};
-    use protocol::messages::{Ccr, MultipleServicesCreditControl, ServiceUnit, SubscriptionId};
-    use smallvec::smallvec;
+    use crate::charging::tests::ccr;
+    use protocol::dictionary::CcRequestType;
+    const INITIAL_REQUEST: CcRequestType = CcRequestType::INITIAL_REQUEST;
+    const UPDATE_REQUEST: CcRequestType = CcRequestType::UPDATE_REQUEST;
+    const TERMINATION_REQUEST: CcRequestType = CcRequestType::TERMINATION_REQUEST;
 
     fn config() -> Config {
         Config::default()
@@ -750,61 +752,13 @@ mod tests {
         };
         let msisdns: Vec<String> = (0..40).map(|i| spec.msisdn(i).to_string()).collect();
         let mut engine = Engine::new(population, config.tariff.clone(), config.engine());
-        let ccr =
-            |session: &'static str, msisdn: &'static str, kind, number, used: Option<u32>| Ccr {
-                session_id: session,
-                origin_host: "gw.example.net",
-                origin_realm: "example.net",
-                destination_realm: "example.net",
-                auth_application_id: 4,
-                service_context_id: "32260@3gpp.org",
-                cc_request_type: kind,
-                cc_request_number: number,
-                subscription_ids: smallvec![SubscriptionId {
-                    subscription_id_type: SubscriptionIdType::END_USER_E164,
-                    subscription_id_data: msisdn,
-                }],
-                multiple_services_credit_control: smallvec![MultipleServicesCreditControl {
-                    used_service_units: used
-                        .map(|s| smallvec![ServiceUnit {
-                            cc_time: Some(s),
-                            ..Default::default()
-                        }])
-                        .unwrap_or_default(),
-                    rating_group: Some(1),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            };
-        for (i, msisdn) in msisdns.into_iter().enumerate() {
-            // Leaked: a test's handful of short strings, to borrow them as the codec does.
-            let msisdn: &'static str = Box::leak(msisdn.into_boxed_str());
-            let session: &'static str = Box::leak(format!("gw.example.net;1;{i}").into_boxed_str());
-            engine.credit_control(
-                1,
-                &ccr(session, msisdn, CcRequestType::INITIAL_REQUEST, 0, None),
-            );
-            engine.credit_control(
-                2,
-                &ccr(
-                    session,
-                    msisdn,
-                    CcRequestType::UPDATE_REQUEST,
-                    1,
-                    Some(10 + i as u32),
-                ),
-            );
+        for (i, msisdn) in msisdns.iter().enumerate() {
+            let session = format!("gw.example.net;1;{i}");
+            engine.credit_control(1, &ccr(&session, msisdn, INITIAL_REQUEST, 0, None));
+            let used = Some(10 + i as u32);
+            engine.credit_control(2, &ccr(&session, msisdn, UPDATE_REQUEST, 1, used));
             if i % 4 == 0 {
-                engine.credit_control(
-                    3,
-                    &ccr(
-                        session,
-                        msisdn,
-                        CcRequestType::TERMINATION_REQUEST,
-                        2,
-                        Some(5),
-                    ),
-                );
+                engine.credit_control(3, &ccr(&session, msisdn, TERMINATION_REQUEST, 2, Some(5)));
             }
         }
         assert!(engine.check_books().is_empty());
@@ -988,11 +942,11 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+    use crate::charging::tests::ccr;
     use crate::config::Config;
-    use protocol::dictionary::{CcRequestType, SubscriptionIdType};
-    use protocol::messages::{Ccr, MultipleServicesCreditControl, SubscriptionId};
-    use smallvec::smallvec;
+    use protocol::dictionary::CcRequestType;
     use std::time::Instant;
+    const INITIAL_REQUEST: CcRequestType = CcRequestType::INITIAL_REQUEST;
 
     #[test]
     #[ignore = "a timing probe: cargo test --release -p pdf --lib timing -- --ignored --nocapture"]
@@ -1007,26 +961,7 @@ mod timing {
         for i in 0..n {
             let msisdn = (491_700_000_000u64 + u64::from(i)).to_string();
             let session = format!("gw.example.net;1700000000;{i}");
-            let ccr = Ccr {
-                session_id: &session,
-                origin_host: "gw",
-                origin_realm: "r",
-                destination_realm: "r",
-                auth_application_id: 4,
-                service_context_id: "x",
-                cc_request_type: CcRequestType::INITIAL_REQUEST,
-                cc_request_number: 0,
-                subscription_ids: smallvec![SubscriptionId {
-                    subscription_id_type: SubscriptionIdType::END_USER_E164,
-                    subscription_id_data: &msisdn,
-                }],
-                multiple_services_credit_control: smallvec![MultipleServicesCreditControl {
-                    rating_group: Some(1),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            };
-            engine.credit_control(1, &ccr);
+            engine.credit_control(1, &ccr(&session, &msisdn, INITIAL_REQUEST, 0, None));
         }
         let t = Instant::now();
         let bytes = Snapshot::encode_engine(&engine, 1, 1, 1, Vec::new());

@@ -24,7 +24,9 @@ fn engine(balance: i64) -> Engine {
     )
 }
 
-fn ccr<'a>(
+/// A voice CCR for `msisdn` (Rating-Group 1), `used_seconds` reported; also the snapshot
+/// tests' way to drive an engine.
+pub(crate) fn ccr<'a>(
     session: &'a str,
     msisdn: &'a str,
     kind: CcRequestType,
