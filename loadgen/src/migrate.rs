@@ -13,21 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 
 use crate::scenario::Upgrade;
-use crate::upgrade::{human, read_books, UpgradeRecord, UpgradeTargets};
+use crate::upgrade::{call, human, read_books, weight_zero, UpgradeRecord, UpgradeTargets};
 
 /// How often the old pdf's `GET /migrate` is asked.
 const POLL: Duration = Duration::from_millis(50);
-
-async fn call(
-    address: std::net::SocketAddr,
-    method: &'static str,
-    path: String,
-    body: Option<String>,
-) -> anyhow::Result<(u16, String)> {
-    tokio::task::spawn_blocking(move || crate::run::http(address, method, &path, body.as_deref()))
-        .await
-        .context("the HTTP task panicked")?
-}
 
 /// The migration: see the module's documentation.
 pub async fn migrate(
@@ -77,20 +66,7 @@ pub async fn migrate(
             answer.trim()
         );
     }
-    let (status, answer) = call(
-        gateway,
-        "POST",
-        format!("/nodes/{}/weight", old.name),
-        Some(r#"{"weight":0}"#.into()),
-    )
-    .await?;
-    if status != 200 {
-        bail!(
-            "POST /nodes/{}/weight 0: HTTP {status} {}",
-            old.name,
-            answer.trim()
-        );
-    }
+    weight_zero(gateway, &old.name).await?;
     targets.progress.println(&format!(
         "migrate: {} -> {new_name}: moving accounts and sessions (timeout {})",
         old.name,

@@ -560,7 +560,7 @@ pub struct UpgradeTargets {
     pub accounts: u32,
 }
 
-async fn call(
+pub(crate) async fn call(
     address: SocketAddr,
     method: &'static str,
     path: String,
@@ -687,6 +687,25 @@ pub(crate) async fn join_new_pdf(
     }
 }
 
+/// Sets a node's weight in the gateway to 0: new sessions go elsewhere, its own go on
+/// (`drain` and `migrate`).
+pub(crate) async fn weight_zero(gateway: SocketAddr, node: &str) -> anyhow::Result<()> {
+    let (status, answer) = call(
+        gateway,
+        "POST",
+        format!("/nodes/{node}/weight"),
+        Some(r#"{"weight":0}"#.into()),
+    )
+    .await?;
+    if status != 200 {
+        bail!(
+            "POST /nodes/{node}/weight 0: HTTP {status} {}",
+            answer.trim()
+        );
+    }
+    Ok(())
+}
+
 /// The drain: see the module's documentation.
 async fn drain(
     upgrade: &Upgrade,
@@ -703,20 +722,7 @@ async fn drain(
         join_new_pdf(upgrade, targets, gateway, upgrade.args.clone(), record)
             .await
             .with_context(|| format!("{} keeps its weight", old.name))?;
-    let (status, answer) = call(
-        gateway,
-        "POST",
-        format!("/nodes/{}/weight", old.name),
-        Some(r#"{"weight":0}"#.into()),
-    )
-    .await?;
-    if status != 200 {
-        bail!(
-            "POST /nodes/{}/weight 0: HTTP {status} {}",
-            old.name,
-            answer.trim()
-        );
-    }
+    weight_zero(gateway, &old.name).await?;
     let weight_zero = Instant::now();
     let count = |name: String| async move {
         let (status, body) =
