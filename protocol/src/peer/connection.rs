@@ -137,6 +137,9 @@ pub enum HandOverError {
     /// Output is waiting for `poll_transmit`.
     #[error("output not yet transmitted")]
     OutputQueued,
+    /// A hand-over of this connection is already under way.
+    #[error("a hand-over is already under way")]
+    AlreadyHandingOver,
 }
 
 /// Why a request could not be sent.

@@ -483,7 +483,7 @@ impl Driver {
             Command::HandOver(reply) => match &self.hand_over {
                 Some(_) => {
                     let _ = reply.send(Err(HandOverFailed::NotQuiet(
-                        HandOverError::RequestsInFlight(self.peer.requests_in_flight()),
+                        HandOverError::AlreadyHandingOver,
                     )));
                 }
                 None if !self.peer.is_open() => {
