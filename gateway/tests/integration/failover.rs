@@ -854,7 +854,16 @@ async fn pdf_reboot_is_held_not_dropped() {
         vec![],
         "the hold cut nothing, and 5002 is an answer, not an ASR"
     );
-    let nodes = json(gateway.admin, "/nodes");
+    // Both pool connections come back; each reconnects after its own backoff (with
+    // jitter), so the second may still be on its way when the first already serves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let nodes = loop {
+        let nodes = json(gateway.admin, "/nodes");
+        if nodes["nodes"][0]["open_connections"] == 2 || std::time::Instant::now() > deadline {
+            break nodes;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(nodes["nodes"][0]["open_connections"], 2, "{nodes}");
     assert_eq!(
         metric(
