@@ -634,9 +634,18 @@ fn a_restart_upgrade_loses_the_live_sessions_but_not_a_cent() {
         "{upgrade}"
     );
     assert_eq!(upgrade["upgrades"][0]["ok"], true, "{upgrade}");
+    // Every session lost to the infrastructure, whatever the cause: most are unknown to the
+    // restarted pdf; under load a few START in the gap find no pdf at all.
+    let lost_total: u64 = report["sessions"]["lost"]
+        .as_object()
+        .expect("lost by cause")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
     assert_eq!(
-        upgrade["sessions_cut"],
-        report["sessions"]["lost"]["unknown_session"]
+        upgrade["sessions_cut"], lost_total,
+        "{}",
+        report["sessions"]
     );
     assert!(upgrade["completed_s"].as_f64().is_some(), "{upgrade}");
     assert!(upgrade["pause"]["ms"].as_u64().is_some(), "{upgrade}");
