@@ -13,6 +13,7 @@
 //! - [`shard`]: `--shard i/N`, one N-th of the population and of the load;
 //! - [`merge`]: `loadgen merge`, shard reports combined exactly;
 //! - [`nodes`]: live sessions per PDF node, sampled from the gateway's admin port;
+//! - [`pacer`]: wake-ups at the plan's send times, finer than tokio's millisecond timer;
 //! - [`windows`]: thresholds scoped to a window of the timeline (`[[slo.window]]`);
 //! - [`schema`]: `loadgen schema`, the JSON Schema of the scenario format;
 //! - [`windows`]: thresholds scoped to a window of the timeline (`[[slo.window]]`);
@@ -26,6 +27,7 @@ pub mod html;
 pub mod merge;
 pub mod migrate;
 pub mod nodes;
+pub mod pacer;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -726,6 +726,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
         counter: counter.clone(),
         shard,
         tariff: Arc::new(Tariff::default()),
+        pacer: Arc::new(crate::pacer::Pacer::start().context("creating the pacer's timer")?),
     };
     match (load.concurrent_sessions, load.arrival_rate) {
         (Some(n), _) => {
@@ -735,7 +736,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep_until(begin.into()).await;
                     while Instant::now() < ctx.deadline {
-                        ctx.session().await;
+                        ctx.session(None).await;
                     }
                 }));
             }
@@ -753,10 +754,13 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
                 let mut next = Instant::now();
                 let mut children = Vec::new();
                 while next < ctx.deadline && !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep_until(next.into()).await;
+                    ctx.pacer.until(next).await;
                     if ctx.stats.live.load(Ordering::Relaxed) < cap {
                         let child = ctx.clone();
-                        children.push(tokio::spawn(async move { child.session().await }));
+                        let arrival = next;
+                        children.push(tokio::spawn(
+                            async move { child.session(Some(arrival)).await },
+                        ));
                     }
                     let ramped = if ramp.is_zero() {
                         1.0
@@ -866,6 +870,8 @@ struct Ctx {
     counter: Arc<AtomicU64>,
     shard: Shard,
     tariff: Arc<Tariff>,
+    /// Wakes sessions at their messages' intended send times.
+    pacer: Arc<crate::pacer::Pacer>,
 }
 
 /// How a session ended.
@@ -877,7 +883,11 @@ enum End {
 }
 
 impl Ctx {
-    async fn session(&self) {
+    /// One session from its START to its end. `arrival` is its planned start (the open
+    /// model's arrival time; None: now), from which its messages' send times are planned
+    /// and its START's latency measured, so a late start counts against the run.
+    async fn session(&self, arrival: Option<Instant>) {
+        let arrival = arrival.unwrap_or_else(Instant::now);
         let local = self.counter.fetch_add(1, Ordering::Relaxed);
         // Session k of the whole run is session k / N of shard k mod N.
         let index = self.shard.session_index(local);
@@ -971,7 +981,7 @@ impl Ctx {
                 .exchange(
                     connection,
                     3,
-                    Instant::now(),
+                    arrival,
                     send(AccountingRecordType::EVENT_RECORD, 0, Some(1)),
                 )
                 .await;
@@ -993,7 +1003,7 @@ impl Ctx {
             .as_ref()
             .map_or(0.0, |d| d.sample(&mut rng))
             .max(1.0);
-        let start = Instant::now();
+        let start = arrival;
         match self
             .exchange(
                 connection,
@@ -1021,7 +1031,7 @@ impl Ctx {
             // Sessions still going when the run ends stop at their next tick, not all at the
             // deadline: a herd of STOPs would measure the loadgen, not the system.
             let last = next >= length || intended >= self.deadline;
-            tokio::time::sleep_until(intended.into()).await;
+            self.pacer.until(intended).await;
             let aborted = self.inbox.take(&session_id);
             if let Some(cause) = aborted {
                 match cause {
