@@ -26,7 +26,7 @@ use rustix::time::{Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, 
 use tokio::io::unix::AsyncFd;
 
 /// The shortest time between two expiries of the timer.
-pub const QUANTUM: Duration = Duration::from_micros(250);
+pub const QUANTUM: Duration = Duration::from_micros(100);
 
 struct Entry {
     at: Instant,
