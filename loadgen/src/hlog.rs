@@ -164,6 +164,108 @@ pub fn write(
     Ok(())
 }
 
+/// One tag's latency over a window of the log.
+#[derive(Debug, serde::Serialize)]
+pub struct WindowLatency {
+    /// The tag (`INTERIM.scheduled`).
+    pub tag: String,
+    /// Answers in the window.
+    pub count: u64,
+    /// Percentiles and the largest, microseconds.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p999_us: u64,
+    /// Largest.
+    pub max_us: u64,
+}
+
+/// The latency of every tag over the intervals of the log at `path` that lie wholly within
+/// `from_s..to_s` (seconds since traffic started): each tag's histograms added, so the
+/// percentiles are exact (never averaged). Tags in their order of first appearance.
+pub fn window(path: &Path, from_s: f64, to_s: f64) -> anyhow::Result<Vec<WindowLatency>> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut sums: Vec<(String, Histogram<u64>)> = Vec::new();
+    for entry in IntervalLogIterator::new(&bytes) {
+        let entry = entry
+            .map_err(|e| anyhow::anyhow!("{}: not an interval log ({e:?})", path.display()))?;
+        let LogEntry::Interval(interval) = entry else {
+            continue;
+        };
+        let start = interval.start_timestamp().as_secs_f64();
+        let end = start + interval.duration().as_secs_f64();
+        // A millisecond of slack: interval bounds are written to the millisecond.
+        if start < from_s - 1e-3 || end > to_s + 1e-3 {
+            continue;
+        }
+        let tag = interval
+            .tag()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_default();
+        let histogram = crate::merge::decode_histogram(interval.encoded_histogram())
+            .map_err(|e| anyhow::anyhow!("{}: {tag} at {start} s: {e}", path.display()))?;
+        match sums.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, sum)) => sum
+                .add(&histogram)
+                .map_err(|e| anyhow::anyhow!("{}: {tag}: {e:?}", path.display()))?,
+            None => sums.push((tag, histogram)),
+        }
+    }
+    Ok(sums
+        .into_iter()
+        .filter(|(_, h)| !h.is_empty())
+        .map(|(tag, h)| WindowLatency {
+            tag,
+            count: h.len(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+        })
+        .collect())
+}
+
+/// `loadgen latency`: prints [`window`] as a table, or as JSON.
+pub fn main(path: &Path, from_s: f64, to_s: Option<f64>, json: bool) -> std::process::ExitCode {
+    let rows = match window(path, from_s, to_s.unwrap_or(f64::INFINITY)) {
+        Ok(rows) => rows,
+        Err(error) => {
+            eprintln!("loadgen: {error:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&rows).unwrap_or_default() + "\n"
+    } else {
+        let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+        let mut text = format!(
+            "{:<20} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            "tag", "count", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        for r in &rows {
+            text += &format!(
+                "{:<20} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+                r.tag,
+                r.count,
+                ms(r.p50_us),
+                ms(r.p90_us),
+                ms(r.p99_us),
+                ms(r.p999_us),
+                ms(r.max_us)
+            );
+        }
+        text
+    };
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    std::process::ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +348,28 @@ mod tests {
         // The max column in milliseconds (divisor 1000).
         assert!((last.4 - 4.0).abs() < 0.01, "{last:?}");
         assert!(!seen.iter().any(|s| s.0.starts_with("STOP")));
+
+        // A window: seconds 1 to 3 only (20 + 30 STARTs at 1000 + i us; the part-second
+        // after 3 s is not wholly inside).
+        let rows = window(&path, 1.0, 3.0).expect("window");
+        let start = rows
+            .iter()
+            .find(|r| r.tag == "START.scheduled")
+            .expect("START");
+        assert_eq!(start.count, 50);
+        assert_eq!(start.max_us, 1029);
+        let interim = rows
+            .iter()
+            .find(|r| r.tag == "INTERIM.scheduled")
+            .expect("INTERIM");
+        assert_eq!(interim.count, 50);
+        assert!(interim.max_us >= 600 && interim.max_us < 601, "{interim:?}");
+        let all = window(&path, 0.0, 10.0).expect("all");
+        let interim = all
+            .iter()
+            .find(|r| r.tag == "INTERIM.scheduled")
+            .expect("INTERIM");
+        assert_eq!(interim.count, 61);
+        assert!(window(&dir.path().join("missing"), 0.0, 1.0).is_err());
     }
 }

@@ -57,6 +57,22 @@ enum Mode {
     },
     /// Print the JSON Schema (draft 2020-12) of the scenario format, for editors.
     Schema,
+    /// Latency over a window of a run, from its interval log (`--out DIR/latency.hlog`):
+    /// per step and kind, the seconds' histograms within the window added up (exact
+    /// percentiles), e.g. the steady state without a ramp: `--from 3 --to 58`.
+    Latency {
+        /// The run's latency.hlog.
+        file: PathBuf,
+        /// Start of the window, seconds since traffic started.
+        #[arg(long, default_value_t = 0.0)]
+        from: f64,
+        /// End of the window (default: the end of the run).
+        #[arg(long)]
+        to: Option<f64>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a scenario once per upgrade strategy (its `upgrade` events' strategy replaced;
     /// same seed) into DIR/<strategy>/, then compare them: DIR/compare.txt and
     /// DIR/compare.html.
@@ -105,6 +121,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Mode::Compare { files, out } => return loadgen::compare::main(files, out.as_deref()),
+        Mode::Latency {
+            file,
+            from,
+            to,
+            json,
+        } => return loadgen::hlog::main(file, *from, *to, *json),
         Mode::Sweep {
             file,
             strategies,
