@@ -348,7 +348,8 @@ impl Relay {
             relay: self,
             cc_number: session.cc_number,
         };
-        let (pin, cc_number, final_units) = (session.pin, session.cc_number, session.final_units());
+        let (pin, cc_number, final_units) =
+            (session.pin(), session.cc_number, session.final_units());
         let Some(node) = self.pool.node(pin.node) else {
             return (ResultCode::UNABLE_TO_COMPLY, None);
         };
@@ -443,10 +444,10 @@ impl Relay {
             }
             return (answer.result_code, answer.error_message.map(str::to_owned));
         }
+        sessions.set_pin(slot, pin);
         let current = sessions.get_mut(slot);
         current.cc_request_number = number;
         current.record_number = acr.accounting_record_number;
-        current.pin = pin;
         current.set_final_units(self::final_units(&answer));
         current.set_in_flight(false);
         std::mem::forget(in_flight);
@@ -685,8 +686,8 @@ impl Relay {
             sessions
                 .iter()
                 .filter(|(_, s)| {
-                    s.pin.node == node_index
-                        && (s.pin.connection == connection || self.policy == LossPolicy::Failover)
+                    s.pin().node == node_index
+                        && (s.pin().connection == connection || self.policy == LossPolicy::Failover)
                         // A CCR of its own is out: its outcome decides (a failure on this
                         // connection cuts the session then; a 3006 may have moved it to
                         // another node, as a migrating PDF does just before its DPR).
