@@ -105,9 +105,16 @@ pub(crate) enum Status {
     Down(DownReason),
 }
 
-/// A handle to one connection: cheap to clone, usable from any task.
+/// A handle to one connection: cheap to clone (one reference count: the gateway clones
+/// one per request, and four counts shared by every worker thread were a measurable cost),
+/// usable from any task.
 #[derive(Clone, Debug)]
 pub struct Connection {
+    inner: Arc<Handle>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Handle {
     pub(crate) commands: mpsc::UnboundedSender<Command>,
     permits: Arc<Semaphore>,
     status: watch::Receiver<Status>,
@@ -117,24 +124,29 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// The command queue of the connection's driver.
+    pub(crate) fn commands(&self) -> &mpsc::UnboundedSender<Command> {
+        &self.inner.commands
+    }
+
     /// The node this connection belongs to (its configuration and End-to-End ids).
     pub fn node(&self) -> &Arc<Node> {
-        &self.node
+        &self.inner.node
     }
 
     /// Our end of the socket.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.inner.local
     }
 
     /// The other end.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.remote
+        self.inner.remote
     }
 
     /// The remote peer, once the capabilities exchange succeeded.
     pub fn peer(&self) -> Option<Arc<PeerInfo>> {
-        match &*self.status.borrow() {
+        match &*self.inner.status.borrow() {
             Status::Open(info) => Some(info.clone()),
             _ => None,
         }
@@ -142,12 +154,12 @@ impl Connection {
 
     /// Whether the connection is open.
     pub fn is_open(&self) -> bool {
-        matches!(*self.status.borrow(), Status::Open(_))
+        matches!(*self.inner.status.borrow(), Status::Open(_))
     }
 
     /// Why the connection went down, once it has.
     pub fn down_reason(&self) -> Option<DownReason> {
-        match &*self.status.borrow() {
+        match &*self.inner.status.borrow() {
             Status::Down(reason) => Some(reason.clone()),
             _ => None,
         }
@@ -155,7 +167,7 @@ impl Connection {
 
     /// Waits until the capabilities exchange is done (Ok) or the connection is down (Err).
     pub async fn wait_open(&self) -> Result<Arc<PeerInfo>, DownReason> {
-        let mut status = self.status.clone();
+        let mut status = self.inner.status.clone();
         loop {
             match &*status.borrow_and_update() {
                 Status::Open(info) => return Ok(info.clone()),
@@ -170,7 +182,7 @@ impl Connection {
 
     /// Waits until the connection is down, and returns why.
     pub async fn closed(&self) -> DownReason {
-        let mut status = self.status.clone();
+        let mut status = self.inner.status.clone();
         loop {
             if let Status::Down(reason) = &*status.borrow_and_update() {
                 return reason.clone();
@@ -191,6 +203,7 @@ impl Connection {
         timeout: Option<Duration>,
     ) -> Result<Message, RequestError> {
         let permit = self
+            .inner
             .permits
             .clone()
             .acquire_owned()
@@ -206,7 +219,8 @@ impl Connection {
         _permit: OwnedSemaphorePermit,
     ) -> Result<Message, RequestError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
+        self.inner
+            .commands
             .send(Command::Request {
                 request,
                 timeout,
@@ -218,7 +232,7 @@ impl Connection {
 
     /// Starts an orderly close with DPR.
     pub fn disconnect(&self, cause: DisconnectCause) {
-        let _ = self.commands.send(Command::Disconnect(cause));
+        let _ = self.inner.commands.send(Command::Disconnect(cause));
     }
 }
 
@@ -285,12 +299,14 @@ fn start(
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (status_tx, status) = watch::channel(initial);
     let connection = Connection {
-        commands,
-        permits: Arc::new(Semaphore::new(node.config.max_pending_requests)),
-        status,
-        node,
-        local,
-        remote,
+        inner: Arc::new(Handle {
+            commands,
+            permits: Arc::new(Semaphore::new(node.config.max_pending_requests)),
+            status,
+            node,
+            local,
+            remote,
+        }),
     };
     if resumed.announce {
         if let Some(info) = connection.peer() {
@@ -360,7 +376,7 @@ impl Driver {
             // Written here, not by a task of its own: one write per turn of the loop for
             // everything it produced (a writer task cost a wake-up and a copy per batch).
             if let Err(error) = output.write(&stream) {
-                tracing::debug!(addr = %self.connection.remote, %error, "write failed");
+                tracing::debug!(addr = %self.connection.inner.remote, %error, "write failed");
                 output.clear();
                 reading = false;
                 self.peer.handle_transport_closed();
@@ -461,7 +477,7 @@ impl Driver {
         let (reason, outcome) = match detached {
             Ok(detached) => (DownReason::HandedOver, Ok(detached)),
             Err(error) => {
-                tracing::warn!(addr = %self.connection.remote, %error, "hand-over failed: the socket is unusable");
+                tracing::warn!(addr = %self.connection.inner.remote, %error, "hand-over failed: the socket is unusable");
                 (DownReason::TransportClosed, Err(HandOverFailed::Closed))
             }
         };
@@ -552,7 +568,7 @@ impl Driver {
         match event {
             Event::Up(info) => {
                 self.status.send_replace(Status::Open(info.clone()));
-                tracing::debug!(peer = %info.origin_host, addr = %self.connection.remote, "connection up");
+                tracing::debug!(peer = %info.origin_host, addr = %self.connection.inner.remote, "connection up");
                 self.handler
                     .on_event(&self.connection, &ConnectionEvent::Up(info));
             }
@@ -563,7 +579,7 @@ impl Driver {
                 let responder = Responder {
                     ticket: request.ticket,
                     request: request.message.clone(),
-                    commands: self.connection.commands.clone(),
+                    commands: self.connection.inner.commands.clone(),
                     answered: false,
                 };
                 let incoming = Incoming {
@@ -600,10 +616,10 @@ impl Driver {
             Event::Down(reason) => {
                 match &reason {
                     DownReason::FramingError(error) => {
-                        tracing::warn!(addr = %self.connection.remote, %error, "closing: framing error")
+                        tracing::warn!(addr = %self.connection.inner.remote, %error, "closing: framing error")
                     }
                     reason => {
-                        tracing::debug!(addr = %self.connection.remote, ?reason, "connection down")
+                        tracing::debug!(addr = %self.connection.inner.remote, ?reason, "connection down")
                     }
                 }
                 self.went_down(reason);
@@ -614,7 +630,7 @@ impl Driver {
     /// Tells the handles and the application that the connection is gone, and why.
     fn went_down(&mut self, reason: DownReason) {
         self.status.send_replace(Status::Down(reason.clone()));
-        self.connection.permits.close();
+        self.connection.inner.permits.close();
         self.handler
             .on_event(&self.connection, &ConnectionEvent::Down(reason));
     }

@@ -131,7 +131,7 @@ impl Server {
         for connection in self.connections() {
             let (reply, detached) = tokio::sync::oneshot::channel();
             if connection
-                .commands
+                .commands()
                 .send(driver::Command::HandOver(reply))
                 .is_ok()
             {
