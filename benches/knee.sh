@@ -10,7 +10,7 @@
 #   benches/knee.sh [RATE ...]      default rates: 20000 40000 60000 80000 90000 100000 110000 120000
 #
 # Environment: STEP_SECONDS (10) per rate, HALF_SECONDS (20) for the run at half the knee,
-# P99_BOUND_MS (10), OUT (target/knee), BIN (${CARGO_TARGET_DIR:-target}/release),
+# P99_BOUND_MS (10), WARMUP_SECONDS (3: the steady state starts there), OUT (target/knee), BIN (${CARGO_TARGET_DIR:-target}/release),
 # NO_BUILD=1 to skip `cargo build --release`. Not part of any test run.
 #
 # How the load is shaped: a closed model of N voice sessions whose INTERIMs come every
@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 STEP_SECONDS=${STEP_SECONDS:-10}
 HALF_SECONDS=${HALF_SECONDS:-20}
 P99_BOUND_MS=${P99_BOUND_MS:-10}
+WARMUP_SECONDS=${WARMUP_SECONDS:-3}
 OUT=${OUT:-target/knee}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 rates=("$@")
@@ -68,13 +69,13 @@ EOF
 }
 
 # measure NAME RATE SECONDS: one line of figures. Latency of the steady state: the
-# INTERIM histograms of the interval log from second 3 (after the ramp's 2 s and a settling
-# second) to the last full second, added up (`loadgen latency`); the whole run's p99, ramp
-# included, is shown beside it.
+# INTERIM histograms of the interval log from second WARMUP_SECONDS (3: after the ramp's
+# 2 s and a settling second) to the last full second, added up (`loadgen latency`); the
+# whole run's p99, ramp included, is shown beside it.
 measure() {
-  "$BIN/loadgen" latency "$OUT/$1/latency.hlog" --from 3 --to $(($3 - 1)) --json > "$OUT/$1/steady.json"
-  python3 - "$OUT/$1/summary.json" "$2" "$P99_BOUND_MS" "$OUT/$1/steady.json" <<'EOF'
-import json, sys
+  "$BIN/loadgen" latency "$OUT/$1/latency.hlog" --from "$WARMUP_SECONDS" --to $(($3 - 1)) --json > "$OUT/$1/steady.json"
+  python3 - "$OUT/$1/summary.json" "$2" "$P99_BOUND_MS" "$OUT/$1/steady.json" "$OUT/$1.cpu" <<'EOF'
+import json, os, sys
 report = json.load(open(sys.argv[1]))
 offered, bound_ms = float(sys.argv[2]), float(sys.argv[3])
 steady = {r["tag"]: r for r in json.load(open(sys.argv[4]))}
@@ -85,12 +86,21 @@ sched, serv = steady["INTERIM.scheduled"], steady["INTERIM.service"]
 worst_second_p99 = max((r["p99_us"] for r in rows), default=0)
 failed = report["failed_requests"]
 behind = report["loadgen_behind_us"][0]
+# CPU per transaction: the whole run's CPU time (start-up and books check included) over
+# every answer of the run.
+cpu = "-"
+if os.path.exists(sys.argv[5]):
+    for line in open(sys.argv[5]):
+        fields = line.strip().split(",")
+        if len(fields) > 2 and fields[2] == "task-clock":
+            answers = sum(r["answered"] for r in report["timeline"])
+            cpu = f"{float(fields[0]) * 1000 / max(answers, 1):.1f}"
 ok = achieved >= 0.95 * offered and failed == 0 and sched["p99_us"] <= bound_ms * 1000
 ms = lambda us: f"{us / 1000:.2f}"
 print(" | ".join([
     f"{offered:,.0f}", f"{achieved:,.0f}", ms(sched["p50_us"]), ms(sched["p99_us"]),
     ms(sched["p999_us"]), ms(serv["p99_us"]), ms(step["scheduled_us"]["p99"]),
-    ms(worst_second_p99), ms(behind), str(failed),
+    ms(worst_second_p99), ms(behind), cpu, str(failed),
     report["books"].get("mismatches", "-") == 0 and "ok" or "MISMATCH",
     "yes" if ok else "no",
 ]))
@@ -101,7 +111,14 @@ EOF
 run() {
   local name=$1 rate=$2 seconds=$3
   scenario "$name" "$rate" "$seconds"
-  "$BIN/loadgen" run "$OUT/$name.toml" --out "$OUT/$name" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" || true
+  # Under `perf stat` when there is one: the CPU time of all three processes (the loadgen
+  # and its children), for the CPU per transaction column.
+  local perf=()
+  if command -v perf > /dev/null && perf stat -e task-clock true > /dev/null 2>&1; then
+    perf=(perf stat -x, -e task-clock -o "$OUT/$name.cpu")
+  fi
+  rm -f "$OUT/$name.cpu"
+  "${perf[@]}" "$BIN/loadgen" run "$OUT/$name.toml" --out "$OUT/$name" > "$OUT/$name.stdout" 2> "$OUT/$name.stderr" || true
   [ -f "$OUT/$name/summary.json" ] || { echo "| $rate | run failed: see $OUT/$name.stderr |"; return 2; }
   local figures
   if figures=$(measure "$name" "$rate" "$seconds"); then
@@ -112,8 +129,8 @@ run() {
   fi
 }
 
-header='| offered ACR/s | achieved ACR/s | steady INTERIM p50 ms | p99 ms | p99.9 ms | service p99 ms | whole run p99 ms (ramp included) | worst second p99 ms | loadgen behind p99 ms | failed | books | within bounds |'
-rule='|---|---|---|---|---|---|---|---|---|---|---|---|'
+header='| offered ACR/s | achieved ACR/s | steady INTERIM p50 ms | p99 ms | p99.9 ms | service p99 ms | whole run p99 ms (ramp included) | worst second p99 ms | loadgen behind p99 ms | CPU us/tx (all three) | failed | books | within bounds |'
+rule='|---|---|---|---|---|---|---|---|---|---|---|---|---|'
 echo "machine: $(nproc) cores; $(uptime | sed 's/^ *//')"
 echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- loadgen gateway pdf protocol || echo ' (with local changes)')"
 echo
