@@ -191,6 +191,47 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
             assert!(intervals >= 6, "{name}.{kind}: {intervals} intervals");
         }
     }
+    // `loadgen latency`: the whole log gives every answer and the run's percentiles; a
+    // window from second 2 fewer answers.
+    let latency = |from: &str| -> serde_json::Value {
+        let output = Command::new(LOADGEN)
+            .arg("latency")
+            .arg(out.join("latency.hlog"))
+            .args(["--from", from, "--json"])
+            .output()
+            .expect("run loadgen latency");
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).expect("latency JSON")
+    };
+    let whole = latency("0");
+    let window = latency("2");
+    for step in report["steps"].as_array().expect("steps") {
+        let name = step["step"].as_str().expect("step");
+        let tag = format!("{name}.scheduled");
+        let row = |rows: &serde_json::Value| {
+            rows.as_array()
+                .expect("rows")
+                .iter()
+                .find(|r| r["tag"] == tag.as_str())
+                .cloned()
+        };
+        let all = row(&whole).expect("every step in the whole log");
+        assert_eq!(all["count"], step["answered"], "{all}");
+        assert_eq!(all["p99_us"], step["scheduled_us"]["p99"], "{all} {step}");
+        if let Some(part) = row(&window) {
+            assert!(
+                part["count"].as_u64() < all["count"].as_u64(),
+                "{part} {all}"
+            );
+        }
+    }
+    let missing = Command::new(LOADGEN)
+        .args(["latency", "no-such.hlog"])
+        .output()
+        .expect("run loadgen latency");
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no-such.hlog"));
+
     let summary = out.join("summary.json").display().to_string();
     let output = Command::new(LOADGEN)
         .args(["compare", &summary, &summary, "--out"])
