@@ -12,8 +12,7 @@
 //! another connection than the original). Entries live for a configured time and the cache
 //! holds at most a configured number; the oldest go first.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -74,37 +73,166 @@ pub struct CachedAnswer {
 enum Entry {
     InProgress,
     Answered(Bytes),
+    /// Forgotten before its answer (its slot waits in the queue, out of the index).
+    Forgotten,
 }
 
-/// The key is already a hash (FNV of the host) plus an id: mixing them is enough, SipHash
-/// per request would cost more than the rest of the lookup.
-#[derive(Default)]
-struct KeyHasher(u64);
-
-impl Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-    fn write_u32(&mut self, value: u32) {
-        self.0 = (self.0 ^ u64::from(value)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-    fn write_u64(&mut self, value: u64) {
-        self.0 = (self.0 ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
+/// One remembered request, in arrival order.
+#[derive(Debug)]
+struct Slot {
+    key: DuplicateKey,
+    expires: Instant,
+    entry: Entry,
 }
 
-/// The size at which a cache reserves its whole capacity (see [`DuplicateCache::grow`]).
+/// The size at which a cache reserves its whole capacity (see [`Inner::grow`]).
 const GROW_AT: usize = 4096;
 
+/// An index slot holding no entry.
+const EMPTY: u64 = u64::MAX;
+
+fn hash(key: DuplicateKey) -> u64 {
+    // The host part is already an FNV hash: mixing in the id is enough.
+    (key.origin_host ^ u64::from(key.end_to_end).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_mul(0xff51_afd7_ed55_8ccd)
+        .rotate_left(29)
+}
+
+/// The remembered requests: a queue in arrival order (the oldest go first) and an index
+/// from key to queue position, open addressing with linear probing, at most half full,
+/// removals by backward shift.
+///
+/// Not a `HashMap` with a queue beside it: a map whose entries are all removed in the
+/// order they came, at a steady size, fills with tombstones and rehashes itself (in place
+/// or into twice the buckets) every so often, all 256 Ki entries at once under the lock
+/// every request of the node waits on. That was the single seconds of 5-40 ms in the
+/// end-to-end knee (BENCHMARKS.md). Backward-shift deletion leaves no tombstones: every
+/// operation costs a few probes, always.
 #[derive(Debug, Default)]
 struct Inner {
-    entries: HashMap<DuplicateKey, Entry, BuildHasherDefault<KeyHasher>>,
-    order: VecDeque<(Instant, DuplicateKey)>,
+    queue: VecDeque<Slot>,
+    /// Sequence number of the queue's front (the slots are numbered as they come).
+    head: u64,
+    /// Sequence numbers of the indexed slots, or [`EMPTY`]; a power of two long.
+    index: Vec<u64>,
+}
+
+impl Inner {
+    fn mask(&self) -> usize {
+        self.index.len() - 1
+    }
+
+    fn slot(&self, seq: u64) -> &Slot {
+        &self.queue[(seq - self.head) as usize]
+    }
+
+    /// The index position and sequence number of `key`.
+    fn find(&self, key: DuplicateKey) -> Option<(usize, u64)> {
+        if self.index.is_empty() {
+            return None;
+        }
+        let mask = self.mask();
+        let mut i = hash(key) as usize & mask;
+        loop {
+            let seq = self.index[i];
+            if seq == EMPTY {
+                return None;
+            }
+            if self.slot(seq).key == key {
+                return Some((i, seq));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn index_insert(&mut self, key: DuplicateKey, seq: u64) {
+        let mask = self.mask();
+        let mut i = hash(key) as usize & mask;
+        while self.index[i] != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.index[i] = seq;
+    }
+
+    /// Empties index position `hole`, moving back the entries after it that may live
+    /// there (linear probing's deletion without tombstones).
+    fn index_remove(&mut self, mut hole: usize) {
+        let mask = self.mask();
+        let mut j = (hole + 1) & mask;
+        loop {
+            let seq = self.index[j];
+            if seq == EMPTY {
+                break;
+            }
+            let home = hash(self.slot(seq).key) as usize & mask;
+            // The entry at j may move to the hole unless its home lies after the hole
+            // (cyclically, in (hole, j]).
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.index[hole] = seq;
+                hole = j;
+            }
+            j = (j + 1) & mask;
+        }
+        self.index[hole] = EMPTY;
+    }
+
+    /// Appends a slot and indexes it.
+    fn push(&mut self, key: DuplicateKey, expires: Instant, entry: Entry) {
+        let seq = self.head + self.queue.len() as u64;
+        self.queue.push_back(Slot {
+            key,
+            expires,
+            entry,
+        });
+        self.index_insert(key, seq);
+    }
+
+    /// Drops the oldest slot.
+    fn pop(&mut self) {
+        let Some(front) = self.queue.front() else {
+            return;
+        };
+        if !matches!(front.entry, Entry::Forgotten) {
+            let (key, seq) = (front.key, self.head);
+            let mask = self.mask();
+            let mut i = hash(key) as usize & mask;
+            while self.index[i] != seq {
+                i = (i + 1) & mask;
+            }
+            self.index_remove(i);
+        }
+        self.queue.pop_front();
+        self.head += 1;
+    }
+
+    /// An index of at least twice `capacity` positions (at most half full), rebuilt.
+    fn reindex(&mut self, capacity: usize) {
+        let len = (2 * capacity.max(1)).next_power_of_two();
+        if self.index.len() >= len {
+            return;
+        }
+        self.index = vec![EMPTY; len];
+        for n in 0..self.queue.len() {
+            let slot = &self.queue[n];
+            if !matches!(slot.entry, Entry::Forgotten) {
+                let key = slot.key;
+                self.index_insert(key, self.head + n as u64);
+            }
+        }
+    }
+
+    /// Sizes the cache for one more slot: small at first; at [`GROW_AT`] slots, its whole
+    /// capacity at once (one reallocation and re-index of 4,096 slots, not a doubling
+    /// every so often under the lock).
+    fn grow(&mut self, capacity: usize) {
+        let len = self.queue.len();
+        if len < GROW_AT.min(capacity) {
+            self.reindex(GROW_AT.min(capacity));
+        } else if self.index.len() < 2 * capacity {
+            self.queue.reserve(capacity.saturating_sub(len));
+            self.reindex(capacity);
+        }
+    }
 }
 
 /// The node-wide duplicate cache. Shared between connections behind an `Arc`.
@@ -138,23 +266,15 @@ impl DuplicateCache {
         }
         let mut inner = self.lock();
         self.evict(&mut inner, now);
-        self.grow(&mut inner);
-        // One probe of the map for the look-up and the insertion (a cold cache line each
-        // in a full cache: one per request less).
-        let seen = match inner.entries.entry(key) {
-            std::collections::hash_map::Entry::Occupied(entry) => match entry.get() {
-                Entry::InProgress => Seen::InProgress,
+        if let Some((_, seq)) = inner.find(key) {
+            return match &inner.slot(seq).entry {
                 Entry::Answered(answer) => Seen::Answered(answer.clone()),
-            },
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                entry.insert(Entry::InProgress);
-                Seen::New
-            }
-        };
-        if matches!(seen, Seen::New) {
-            inner.order.push_back((now + self.lifetime, key));
+                Entry::InProgress | Entry::Forgotten => Seen::InProgress,
+            };
         }
-        seen
+        inner.grow(self.capacity);
+        inner.push(key, now + self.lifetime, Entry::InProgress);
+        Seen::New
     }
 
     /// Records the answer sent to a request.
@@ -169,8 +289,9 @@ impl DuplicateCache {
         }
         let mut inner = self.lock();
         for (key, answer) in answers {
-            if let Some(entry) = inner.entries.get_mut(&key) {
-                *entry = Entry::Answered(answer);
+            if let Some((_, seq)) = inner.find(key) {
+                let at = (seq - inner.head) as usize;
+                inner.queue[at].entry = Entry::Answered(answer);
             }
         }
     }
@@ -179,8 +300,12 @@ impl DuplicateCache {
     /// retransmission is processed.
     pub fn forget(&self, key: DuplicateKey) {
         let mut inner = self.lock();
-        if let Some(Entry::InProgress) = inner.entries.get(&key) {
-            inner.entries.remove(&key);
+        if let Some((i, seq)) = inner.find(key) {
+            let at = (seq - inner.head) as usize;
+            if matches!(inner.queue[at].entry, Entry::InProgress) {
+                inner.queue[at].entry = Entry::Forgotten;
+                inner.index_remove(i);
+            }
         }
     }
 
@@ -190,15 +315,15 @@ impl DuplicateCache {
     pub fn export(&self, now: Instant, limit: usize) -> Vec<CachedAnswer> {
         let inner = self.lock();
         let mut answers: Vec<CachedAnswer> = inner
-            .order
+            .queue
             .iter()
             .rev()
-            .filter_map(|&(expires, key)| match inner.entries.get(&key) {
-                Some(Entry::Answered(answer)) if expires > now => Some(CachedAnswer {
-                    origin_host_hash: key.origin_host,
-                    end_to_end: key.end_to_end,
+            .filter_map(|slot| match &slot.entry {
+                Entry::Answered(answer) if slot.expires > now => Some(CachedAnswer {
+                    origin_host_hash: slot.key.origin_host,
+                    end_to_end: slot.key.end_to_end,
                     answer: answer.to_vec(),
-                    remaining_ms: expires.duration_since(now).as_millis() as u64,
+                    remaining_ms: slot.expires.duration_since(now).as_millis() as u64,
                 }),
                 _ => None,
             })
@@ -208,36 +333,39 @@ impl DuplicateCache {
         answers
     }
 
-    /// Remembers answers exported by another process's cache.
-    pub fn import(&self, answers: Vec<CachedAnswer>, now: Instant) {
+    /// Remembers answers exported by another process's cache (those it knows already are
+    /// left as they are; the oldest go first when it is full).
+    pub fn import(&self, mut answers: Vec<CachedAnswer>, now: Instant) {
         if !self.is_enabled() {
             return;
         }
+        answers.sort_by_key(|cached| cached.remaining_ms);
         let mut inner = self.lock();
-        self.grow(&mut inner);
         for cached in answers {
             let key = DuplicateKey {
                 origin_host: cached.origin_host_hash,
                 end_to_end: cached.end_to_end,
             };
-            let expires = now + Duration::from_millis(cached.remaining_ms).min(self.lifetime);
-            if inner
-                .entries
-                .insert(key, Entry::Answered(Bytes::from(cached.answer)))
-                .is_none()
-            {
-                inner.order.push_back((expires, key));
+            if inner.find(key).is_some() {
+                continue;
             }
+            if inner.queue.len() >= self.capacity {
+                inner.pop();
+            }
+            inner.grow(self.capacity);
+            let expires = now + Duration::from_millis(cached.remaining_ms).min(self.lifetime);
+            inner.push(key, expires, Entry::Answered(Bytes::from(cached.answer)));
         }
-        inner
-            .order
-            .make_contiguous()
-            .sort_by_key(|&(expires, _)| expires);
     }
 
     /// How many requests are remembered.
     pub fn len(&self) -> usize {
-        self.lock().entries.len()
+        let inner = self.lock();
+        inner
+            .queue
+            .iter()
+            .filter(|slot| !matches!(slot.entry, Entry::Forgotten))
+            .count()
     }
 
     /// Whether none is.
@@ -246,34 +374,16 @@ impl DuplicateCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock leaves the map consistent (single operations).
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Once a cache holds [`GROW_AT`] entries it takes its full capacity at once: growing by
-    /// doubling rehashes the whole map (and moves the whole queue) under the lock, every
-    /// request of the node waiting: at 229,377 entries of the default 256 Ki that stalled
-    /// the gateway and the pdf for tens of milliseconds under load (BENCHMARKS.md, the
-    /// knee). The memory is what the map reaches anyway once full; a node that sees few
-    /// requests never reserves it.
-    fn grow(&self, inner: &mut Inner) {
-        let len = inner.entries.len();
-        if len >= GROW_AT && inner.entries.capacity() < self.capacity {
-            inner.entries.reserve(self.capacity - len);
-            let queued = inner.order.len();
-            inner.order.reserve(self.capacity.saturating_sub(queued));
-        }
+        // A panic while holding the lock leaves the cache consistent (single operations).
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn evict(&self, inner: &mut Inner, now: Instant) {
-        while let Some(&(expiry, key)) = inner.order.front() {
-            if expiry > now && inner.order.len() < self.capacity {
+        while let Some(front) = inner.queue.front() {
+            if front.expires > now && inner.queue.len() < self.capacity {
                 break;
             }
-            inner.order.pop_front();
-            inner.entries.remove(&key);
+            inner.pop();
         }
     }
 }
@@ -326,14 +436,93 @@ mod tests {
         for id in 0..GROW_AT as u32 {
             cache.check(DuplicateKey::new(b"h", EndToEndId(id)), t0);
         }
-        assert!(cache.lock().entries.capacity() < 3 * GROW_AT);
+        assert!(cache.lock().index.len() < 2 * 3 * GROW_AT);
         cache.check(DuplicateKey::new(b"h", EndToEndId(u32::MAX)), t0);
-        assert!(cache.lock().entries.capacity() >= 3 * GROW_AT);
-        assert!(cache.lock().order.capacity() >= 3 * GROW_AT);
+        assert!(cache.lock().index.len() >= 2 * 3 * GROW_AT);
+        assert!(cache.lock().queue.capacity() >= 3 * GROW_AT);
         for id in GROW_AT as u32..4 * GROW_AT as u32 {
             cache.check(DuplicateKey::new(b"h", EndToEndId(id)), t0);
         }
         // Full: the oldest go.
         assert_eq!(cache.len(), 3 * GROW_AT);
+        assert_eq!(
+            cache.check(DuplicateKey::new(b"h", EndToEndId(0)), t0),
+            Seen::New,
+            "the oldest went"
+        );
+        assert_eq!(
+            cache.check(
+                DuplicateKey::new(b"h", EndToEndId(4 * GROW_AT as u32 - 1)),
+                t0
+            ),
+            Seen::InProgress,
+            "the newest stayed"
+        );
+    }
+
+    /// The cache against a model (a plain queue searched from end to end) through a long
+    /// random run at a steady size: every answer agrees, and the index never gets more than
+    /// half full (no tombstones, no rehash).
+    #[test]
+    fn agrees_with_a_model_through_a_long_random_run() {
+        #[derive(Clone, PartialEq, Debug)]
+        enum State {
+            InProgress,
+            Answered(Bytes),
+            Forgotten,
+        }
+        let capacity = 300;
+        let cache = DuplicateCache::new(Duration::from_secs(3600), capacity);
+        let t0 = Instant::now();
+        let mut model: VecDeque<(DuplicateKey, State)> = VecDeque::new();
+        let live = |model: &VecDeque<(DuplicateKey, State)>, key: DuplicateKey| {
+            model
+                .iter()
+                .position(|(k, state)| *k == key && *state != State::Forgotten)
+        };
+        let mut rng = fastrand::Rng::with_seed(7);
+        for step in 0..60_000u32 {
+            // Ids from a sliding window a little wider than the capacity: repeats (hits)
+            // and keys that left (misses).
+            let key = DuplicateKey::new(b"gw", EndToEndId(rng.u32(..400) + step / 20));
+            match rng.u8(..10) {
+                0 => {
+                    cache.forget(key);
+                    if let Some(at) = live(&model, key) {
+                        if model[at].1 == State::InProgress {
+                            model[at].1 = State::Forgotten;
+                        }
+                    }
+                }
+                1..=3 => {
+                    let answer = Bytes::from(step.to_be_bytes().to_vec());
+                    cache.complete(key, answer.clone());
+                    if let Some(at) = live(&model, key) {
+                        model[at].1 = State::Answered(answer);
+                    }
+                }
+                _ => {
+                    while model.len() >= capacity {
+                        model.pop_front();
+                    }
+                    let expected = match live(&model, key).map(|at| model[at].1.clone()) {
+                        Some(State::Answered(answer)) => Seen::Answered(answer),
+                        Some(_) => Seen::InProgress,
+                        None => {
+                            model.push_back((key, State::InProgress));
+                            Seen::New
+                        }
+                    };
+                    assert_eq!(cache.check(key, t0), expected, "step {step}");
+                }
+            }
+            let remembered = model.iter().filter(|(_, s)| *s != State::Forgotten).count();
+            assert_eq!(cache.len(), remembered, "step {step}");
+            let inner = cache.lock();
+            assert_eq!(inner.queue.len(), model.len(), "step {step}");
+            let used = inner.index.iter().filter(|&&s| s != EMPTY).count();
+            assert_eq!(used, remembered, "step {step}");
+            assert!(used * 2 <= inner.index.len(), "step {step}");
+        }
     }
 }
