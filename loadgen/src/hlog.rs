@@ -164,6 +164,107 @@ pub fn write(
     Ok(())
 }
 
+/// Every interval of the log at `path`: (tag, start s, length s, histogram), and the
+/// log's start time.
+type Intervals = (Option<SystemTime>, Vec<(String, f64, f64, Histogram<u64>)>);
+
+fn read(path: &Path) -> anyhow::Result<Intervals> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut started = None;
+    let mut intervals = Vec::new();
+    for entry in IntervalLogIterator::new(&bytes) {
+        match entry
+            .map_err(|e| anyhow::anyhow!("{}: not an interval log ({e:?})", path.display()))?
+        {
+            LogEntry::StartTime(since_epoch) => {
+                started = Some(SystemTime::UNIX_EPOCH + since_epoch);
+            }
+            LogEntry::Interval(interval) => {
+                let tag = interval
+                    .tag()
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default();
+                let start = interval.start_timestamp().as_secs_f64();
+                let histogram = crate::merge::decode_histogram(interval.encoded_histogram())
+                    .map_err(|e| anyhow::anyhow!("{}: {tag} at {start} s: {e}", path.display()))?;
+                intervals.push((tag, start, interval.duration().as_secs_f64(), histogram));
+            }
+            _ => {}
+        }
+    }
+    Ok((started, intervals))
+}
+
+/// `loadgen merge`'s interval log: the shards' logs (`paths`) added up second by second
+/// and tag by tag (each shard's seconds count from its own start; shards run together),
+/// written to `out`. Exact: histograms added, never percentiles averaged.
+pub fn merge(paths: &[std::path::PathBuf], out: &Path, scenario: &str) -> anyhow::Result<()> {
+    // (step, second) -> (start, length, scheduled, service)
+    type Second = (f64, f64, Option<Histogram<u64>>, Option<Histogram<u64>>);
+    let mut seconds: std::collections::BTreeMap<(String, u64), Second> = Default::default();
+    let mut steps: Vec<String> = Vec::new();
+    let mut started: Option<SystemTime> = None;
+    for path in paths {
+        let (start, intervals) = read(path)?;
+        started = match (started, start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        for (tag, start_s, duration_s, histogram) in intervals {
+            let Some((step, kind)) = tag.rsplit_once('.') else {
+                continue;
+            };
+            if !steps.iter().any(|s| s == step) {
+                steps.push(step.to_owned());
+            }
+            let key = (step.to_owned(), (start_s * 1000.0).round() as u64);
+            let second = seconds
+                .entry(key)
+                .or_insert((start_s, duration_s, None, None));
+            second.1 = second.1.max(duration_s);
+            let sum = if kind == "scheduled" {
+                &mut second.2
+            } else {
+                &mut second.3
+            };
+            match sum {
+                Some(sum) => sum
+                    .add(&histogram)
+                    .map_err(|e| anyhow::anyhow!("{}: {tag}: {e:?}", path.display()))?,
+                None => *sum = Some(histogram),
+            }
+        }
+    }
+    let empty = histogram();
+    let closed: Vec<(&str, Vec<Closed>)> = steps
+        .iter()
+        .map(|step| {
+            let list = seconds
+                .iter()
+                .filter(|((s, _), _)| s == step)
+                .map(|(_, (start_s, duration_s, scheduled, service))| {
+                    let scheduled = scheduled.as_ref().unwrap_or(&empty);
+                    Closed {
+                        start_s: *start_s,
+                        duration_s: *duration_s,
+                        count: scheduled.len(),
+                        scheduled: crate::merge::encode_histogram(scheduled),
+                        service: crate::merge::encode_histogram(service.as_ref().unwrap_or(&empty)),
+                    }
+                })
+                .collect();
+            (step.as_str(), list)
+        })
+        .collect();
+    write(
+        out,
+        started.unwrap_or(SystemTime::UNIX_EPOCH),
+        scenario,
+        &closed,
+    )
+}
+
 /// One tag's latency over a window of the log.
 #[derive(Debug, serde::Serialize)]
 pub struct WindowLatency {
@@ -187,27 +288,13 @@ pub struct WindowLatency {
 /// `from_s..to_s` (seconds since traffic started): each tag's histograms added, so the
 /// percentiles are exact (never averaged). Tags in their order of first appearance.
 pub fn window(path: &Path, from_s: f64, to_s: f64) -> anyhow::Result<Vec<WindowLatency>> {
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let (_, intervals) = read(path)?;
     let mut sums: Vec<(String, Histogram<u64>)> = Vec::new();
-    for entry in IntervalLogIterator::new(&bytes) {
-        let entry = entry
-            .map_err(|e| anyhow::anyhow!("{}: not an interval log ({e:?})", path.display()))?;
-        let LogEntry::Interval(interval) = entry else {
-            continue;
-        };
-        let start = interval.start_timestamp().as_secs_f64();
-        let end = start + interval.duration().as_secs_f64();
+    for (tag, start, duration, histogram) in intervals {
         // A millisecond of slack: interval bounds are written to the millisecond.
-        if start < from_s - 1e-3 || end > to_s + 1e-3 {
+        if start < from_s - 1e-3 || start + duration > to_s + 1e-3 {
             continue;
         }
-        let tag = interval
-            .tag()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_default();
-        let histogram = crate::merge::decode_histogram(interval.encoded_histogram())
-            .map_err(|e| anyhow::anyhow!("{}: {tag} at {start} s: {e}", path.display()))?;
         match sums.iter_mut().find(|(t, _)| *t == tag) {
             Some((_, sum)) => sum
                 .add(&histogram)

@@ -46,7 +46,8 @@ enum Mode {
     },
     /// Merge the summary.json files of all the shards of one run (`run --shard i/N`) into
     /// one report: counts summed, histograms added (percentiles exact), thresholds judged
-    /// again; writes summary.json, timeline.csv and report.html to --out.
+    /// again; writes summary.json, timeline.csv, report.html and latency.hlog (the shards' interval
+    /// logs, found beside their summary.json, added up second by second) to --out.
     Merge {
         /// The shards' summary.json files, one per shard.
         #[arg(required = true)]

@@ -385,7 +385,8 @@ fn merge_timelines(reports: &[(&str, &Report)]) -> Vec<Second> {
 }
 
 /// `loadgen merge FILES [--out DIR]`: prints the merged summary, writes DIR/summary.json,
-/// DIR/timeline.csv and DIR/report.html; exits 0 (thresholds held), 2 (unreadable or unmergeable reports),
+/// DIR/timeline.csv, DIR/report.html and DIR/latency.hlog (the shards' interval logs, found
+/// beside their summary.json, added up); exits 0 (thresholds held), 2 (unreadable or unmergeable reports),
 /// 3 (cannot write) or 99 (thresholds breached).
 pub fn main(files: &[PathBuf], out: Option<&Path>) -> ExitCode {
     let mut inputs = Vec::new();
@@ -424,11 +425,26 @@ pub fn main(files: &[PathBuf], out: Option<&Path>) -> ExitCode {
         eprintln!("loadgen merge: writing to {}: {error}", out.display());
         return ExitCode::from(3);
     }
+    // The interval logs beside the shards' summary.json files, added up second by second.
+    let logs: Vec<PathBuf> = files
+        .iter()
+        .map(|f| f.with_file_name("latency.hlog"))
+        .collect();
+    let hlog = out.join("latency.hlog");
+    let hlog_note = if let Some(missing) = logs.iter().find(|l| !l.exists()) {
+        let _ = std::fs::remove_file(&hlog);
+        format!("no interval log: {} is missing", missing.display())
+    } else if let Err(error) = crate::hlog::merge(&logs, &hlog, &report.scenario) {
+        eprintln!("loadgen merge: the interval logs: {error:#}");
+        return ExitCode::from(2);
+    } else {
+        hlog.display().to_string()
+    };
     println!(
-        "report: {}, {} and {}",
+        "report: {}, {}, {}; {hlog_note}",
         out.join("summary.json").display(),
         out.join("timeline.csv").display(),
-        out.join("report.html").display()
+        out.join("report.html").display(),
     );
     if report.passed() {
         ExitCode::SUCCESS

@@ -424,6 +424,37 @@ fn two_shards_merge_to_the_sums_of_their_reports() {
             .map(|r| r["answered"].as_u64().unwrap_or(0))
             .sum())
     );
+    // The merged interval log: the shards' logs added up; per step, every answer once and
+    // the merged run's p99 (exact, from the same histograms).
+    let output = Command::new(LOADGEN)
+        .arg("latency")
+        .arg(merged_dir.join("latency.hlog"))
+        .arg("--json")
+        .output()
+        .expect("run loadgen latency");
+    assert!(output.status.success(), "{output:?}");
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    for name in ["START", "INTERIM", "STOP", "EVENT"] {
+        let answered = step(&merged, name, "answered");
+        let row = rows
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["tag"] == format!("{name}.scheduled"));
+        match row {
+            Some(row) => {
+                assert_eq!(row["count"].as_u64(), Some(answered), "{name}: {row}");
+                let merged_step = merged["steps"]
+                    .as_array()
+                    .expect("steps")
+                    .iter()
+                    .find(|s| s["step"] == name)
+                    .expect("step");
+                assert_eq!(row["p99_us"], merged_step["scheduled_us"]["p99"], "{name}");
+            }
+            None => assert_eq!(answered, 0, "{name} missing from the merged log"),
+        }
+    }
 
     // Not one whole run: refused with exit 2.
     let output = merge(&[&reports[0].0, &reports[0].0]);
