@@ -88,17 +88,22 @@ pub(crate) enum Scale {
     Log,
 }
 
-/// A vertical line across a chart at `x` (a timeline event), with a short label.
+/// A vertical line across a chart at `x` (a timeline event), or a shaded band from `x` to
+/// `until` (a threshold window), with a short label.
 #[derive(Clone, Debug)]
 pub(crate) struct Marker {
     /// Seconds since traffic started.
     pub x: f64,
     /// The label drawn beside the line's top.
     pub label: String,
+    /// The end of a band (a window), seconds since traffic started; None: a line.
+    pub until: Option<f64>,
 }
 
 /// The colour of event markers.
 const MARKER: RGBColor = RGBColor(110, 60, 160);
+/// The colour of window bands (drawn translucent).
+const WINDOW: RGBColor = RGBColor(230, 150, 30);
 
 /// A line chart as an inline `<svg>` element (or a note saying why there is none).
 pub(crate) fn line_chart(title: &str, y_desc: &str, series: &[Series], scale: Scale) -> String {
@@ -130,7 +135,7 @@ pub(crate) fn line_chart_marked(
     let x_max = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
-        .chain(markers.iter().map(|m| m.x.ceil()))
+        .chain(markers.iter().map(|m| m.until.unwrap_or(m.x).ceil()))
         .fold(1.0f64, f64::max);
     let y_max = points().map(|p| p.1).fold(0.0f64, f64::max);
     let result = if log_y {
@@ -261,6 +266,25 @@ where
             .draw()
             .map_err(|e| err(&e))?;
         for marker in markers {
+            if let Some(until) = marker.until {
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(marker.x, y_lo), (until.max(marker.x), y_hi)],
+                        WINDOW.mix(0.15).filled(),
+                    )))
+                    .map_err(|e| err(&e))?;
+                chart
+                    .draw_series(std::iter::once(
+                        EmptyElement::at((marker.x, y_hi))
+                            + Text::new(
+                                marker.label.clone(),
+                                (4, 18),
+                                ("sans-serif", 12).into_font().color(&WINDOW),
+                            ),
+                    ))
+                    .map_err(|e| err(&e))?;
+                continue;
+            }
             chart
                 .draw_series(DashedLineSeries::new(
                     [(marker.x, y_lo), (marker.x, y_hi)],
@@ -553,6 +577,7 @@ pub fn render(report: &Report) -> String {
         .map(|(i, e)| Marker {
             x: e.fired_s,
             label: format!("E{} {}", i + 1, e.action),
+            until: None,
         })
         .collect();
     if !report.events.is_empty() {
@@ -579,7 +604,17 @@ pub fn render(report: &Report) -> String {
                  below, at the second it fired.</p>\n";
     }
 
+    // Threshold windows as shaded bands behind the lines.
+    let mut markers = markers;
+    markers.extend(report.slo_windows.iter().map(|w| Marker {
+        x: w.from_s,
+        label: w.name.clone(),
+        until: Some(w.to_s),
+    }));
     page += "<h2>Timeline</h2>\n";
+    if !report.slo_windows.is_empty() {
+        page += "<p class=\"note\">Threshold windows are the shaded bands on the plots.</p>\n";
+    }
     page += &timeline_plots(&report.timeline, &markers);
     page += &node_plot(&report.pdf_sessions, &markers);
 
@@ -883,6 +918,29 @@ pdf1
         // An event after the last timeline row widens the x axis rather than vanishing.
         report.events[1].fired_s = 9.5;
         assert_eq!(render(&report).matches("E2 command").count(), 4);
+    }
+
+    #[test]
+    fn threshold_windows_are_shaded_bands_on_every_plot() {
+        let mut report = sample_report("windows", 1500, 0);
+        let before = render(&report);
+        assert!(!before.contains("shaded bands"));
+        report.slo_windows = vec![crate::windows::WindowSpan {
+            name: "after-upgrade".into(),
+            from_s: 2.0,
+            to_s: 4.5,
+            anchor: "event[0] + 0 s".into(),
+            seconds: vec![3, 4, 5],
+        }];
+        let page = render(&report);
+        assert!(page.contains("shaded bands"));
+        // Labelled on each of the four plots, and one more filled rectangle on each.
+        assert_eq!(page.matches("after-upgrade").count(), 4 + 1, "{page}");
+        assert_eq!(
+            page.matches("<rect").count(),
+            before.matches("<rect").count() + 4,
+            "a band per plot"
+        );
     }
 
     #[test]
