@@ -458,5 +458,23 @@ mod tests {
             .expect("INTERIM");
         assert_eq!(interim.count, 61);
         assert!(window(&dir.path().join("missing"), 0.0, 1.0).is_err());
+
+        // Merged with itself: every second's histograms added, so twice the answers and
+        // the same percentiles; the start time kept.
+        let merged = dir.path().join("merged.hlog");
+        merge(&[path.clone(), path.clone()], &merged, "unit").expect("merge");
+        let doubled = window(&merged, 0.0, 10.0).expect("merged");
+        let twice = doubled
+            .iter()
+            .find(|r| r.tag == "INTERIM.scheduled")
+            .expect("INTERIM");
+        assert_eq!(twice.count, 122);
+        assert_eq!(
+            (twice.p50_us, twice.p99_us),
+            (interim.p50_us, interim.p99_us)
+        );
+        let text = std::fs::read_to_string(&merged).expect("merged log");
+        assert!(text.contains("#[StartTime: 1700000000.000"), "{text}");
+        assert!(merge(&[dir.path().join("missing")], &merged, "unit").is_err());
     }
 }

@@ -266,40 +266,36 @@ where
             .draw()
             .map_err(|e| err(&e))?;
         for marker in markers {
-            if let Some(until) = marker.until {
-                chart
-                    .draw_series(std::iter::once(Rectangle::new(
-                        [(marker.x, y_lo), (until.max(marker.x), y_hi)],
-                        WINDOW.mix(0.15).filled(),
-                    )))
-                    .map_err(|e| err(&e))?;
-                chart
-                    .draw_series(std::iter::once(
-                        EmptyElement::at((marker.x, y_hi))
-                            + Text::new(
-                                marker.label.clone(),
-                                (4, 18),
-                                ("sans-serif", 12).into_font().color(&WINDOW),
-                            ),
-                    ))
-                    .map_err(|e| err(&e))?;
-                continue;
-            }
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(marker.x, y_lo), (marker.x, y_hi)],
-                    6,
-                    4,
-                    ShapeStyle::from(&MARKER).stroke_width(2),
-                ))
-                .map_err(|e| err(&e))?;
+            // A window: a translucent band, labelled below an event's label height.
+            let (color, label_y) = match marker.until {
+                Some(until) => {
+                    chart
+                        .draw_series(std::iter::once(Rectangle::new(
+                            [(marker.x, y_lo), (until.max(marker.x), y_hi)],
+                            WINDOW.mix(0.15).filled(),
+                        )))
+                        .map_err(|e| err(&e))?;
+                    (WINDOW, 18)
+                }
+                None => {
+                    chart
+                        .draw_series(DashedLineSeries::new(
+                            [(marker.x, y_lo), (marker.x, y_hi)],
+                            6,
+                            4,
+                            ShapeStyle::from(&MARKER).stroke_width(2),
+                        ))
+                        .map_err(|e| err(&e))?;
+                    (MARKER, 4)
+                }
+            };
             chart
                 .draw_series(std::iter::once(
                     EmptyElement::at((marker.x, y_hi))
                         + Text::new(
                             marker.label.clone(),
-                            (4, 4),
-                            ("sans-serif", 12).into_font().color(&MARKER),
+                            (4, label_y),
+                            ("sans-serif", 12).into_font().color(&color),
                         ),
                 ))
                 .map_err(|e| err(&e))?;
