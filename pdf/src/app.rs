@@ -30,6 +30,10 @@ pub const STATE_SCHEMA: u32 = crate::snapshot::SCHEMA;
 /// The version `--version` prints and a hot upgrade's HELLO announces.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (state schema 2)");
 
+/// Session slots the expiry task scans per taking of the engine lock (about 1 MB of slots,
+/// a fraction of a millisecond).
+const EXPIRY_SLOTS: u32 = 16_384;
+
 const EXIT_CODES: &str = "Exit status:
   0  stopped in order (SIGTERM or SIGINT: DPR with REBOOTING sent to every peer; or, after
      POST /migrate moved every account to another node: DPR with DO_NOT_WANT_TO_TALK_TO_YOU)
@@ -403,7 +407,17 @@ async fn serve(
             loop {
                 tick.tick().await;
                 let now = handler.now();
-                let expired = engine.lock().unwrap_or_else(|p| p.into_inner()).expire(now);
+                // In parts of EXPIRY_SLOTS slots, the engine lock released between them.
+                let (mut expired, mut from) = (0, Some(0));
+                while let Some(start) = from {
+                    let (count, next) = engine
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .expire_slots(now, start, EXPIRY_SLOTS);
+                    expired += count;
+                    from = next;
+                    tokio::task::yield_now().await;
+                }
                 if expired > 0 {
                     tracing::info!(expired, "expired silent sessions");
                 }

@@ -258,6 +258,17 @@ impl Sessions {
         self.ids.text(index, slot.host, slot.high, slot.low)
     }
 
+    /// Iterates the live slots among slots `from..to` (clamped to the table).
+    pub fn live_slots_in(&self, from: u32, to: u32) -> impl Iterator<Item = (u32, &Slot)> {
+        let end = (to as usize).min(self.slots.len());
+        let start = (from as usize).min(end);
+        self.slots[start..end]
+            .iter()
+            .enumerate()
+            .map(move |(i, s)| ((start + i) as u32, s))
+            .filter(|(_, s)| s.account != FREE)
+    }
+
     /// Iterates live slots (for expiry and snapshots).
     pub fn live_slots(&self) -> impl Iterator<Item = (u32, &Slot)> {
         self.slots

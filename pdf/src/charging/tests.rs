@@ -279,7 +279,12 @@ fn events_and_expiry() {
         ),
     );
     assert_eq!(e.expire(1199), 0);
+    // In parts: slots before the session's expire nothing, the part holding it does.
+    let slot = e.sessions.slot_count() - 1;
+    assert_eq!(e.expire_slots(1200, 0, slot), (0, Some(slot)));
+    assert_eq!(e.expire_slots(1200, slot + 1, 10), (0, None));
     assert_eq!(e.expire(1200), 1, "silent for twice the validity time");
+    assert_eq!(e.expire_slots(1200, 0, u32::MAX), (0, None));
     assert_eq!(
         e.ledger.get(1).map(|a| (a.balance, a.reserved)),
         Some((990, 0))
