@@ -24,15 +24,7 @@ pub async fn migrate(
     targets: &UpgradeTargets,
     record: &mut UpgradeRecord,
 ) -> anyhow::Result<String> {
-    let gateway = targets
-        .gateway_admin
-        .context("the gateway's admin address is not known")?;
-    let old = targets
-        .fleet
-        .current()
-        .context("no spawned pdf to migrate")?;
-    record.old_node.clone_from(&old.name);
-    record.old_pid = old.process.pid();
+    let (gateway, old) = targets.replaced(record, "migrate")?;
     // It knows where the accounts it does not own yet are served from the start: a START
     // placed on it before the old pdf introduces itself is redirected there (3006), not
     // refused (3004).

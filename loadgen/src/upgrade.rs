@@ -560,6 +560,27 @@ pub struct UpgradeTargets {
     pub accounts: u32,
 }
 
+impl UpgradeTargets {
+    /// For a strategy that brings a new pdf beside the current one (drain, migrate): the
+    /// gateway's admin address and the pdf being replaced, recorded as the old node.
+    pub(crate) fn replaced(
+        &self,
+        record: &mut UpgradeRecord,
+        strategy: &str,
+    ) -> anyhow::Result<(SocketAddr, FleetNode)> {
+        let gateway = self
+            .gateway_admin
+            .context("the gateway's admin address is not known")?;
+        let old = self
+            .fleet
+            .current()
+            .with_context(|| format!("no spawned pdf to {strategy}"))?;
+        record.old_node.clone_from(&old.name);
+        record.old_pid = old.process.pid();
+        Ok((gateway, old))
+    }
+}
+
 pub(crate) async fn call(
     address: SocketAddr,
     method: &'static str,
@@ -712,12 +733,7 @@ async fn drain(
     targets: &UpgradeTargets,
     record: &mut UpgradeRecord,
 ) -> anyhow::Result<String> {
-    let gateway = targets
-        .gateway_admin
-        .context("the gateway's admin address is not known")?;
-    let old = targets.fleet.current().context("no spawned pdf to drain")?;
-    record.old_node.clone_from(&old.name);
-    record.old_pid = old.process.pid();
+    let (gateway, old) = targets.replaced(record, "drain")?;
     let (new_name, _, both_since) =
         join_new_pdf(upgrade, targets, gateway, upgrade.args.clone(), record)
             .await
