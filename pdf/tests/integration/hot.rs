@@ -250,18 +250,7 @@ async fn sigusr2_upgrades_to_the_binary_at_the_same_path() {
     // new process must be the file now at the path, not the running (deleted) image.
     let binary = dir.path().join("pdf");
     std::fs::copy(PDF, &binary).expect("copy the binary");
-    let config = super::config(dir.path(), 1000);
-    let mut pdf = Process::start(
-        &binary,
-        &[
-            "--config",
-            &config,
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-        ],
-    );
+    let mut pdf = super::start_binary(&binary, dir.path(), 1000, &[]);
     std::fs::remove_file(&binary).expect("remove");
     std::fs::copy(PDF, &binary).expect("the new version at the same path");
     let before = status(&pdf);

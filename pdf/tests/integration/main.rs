@@ -41,6 +41,11 @@ fn config(dir: &Path, balance: i64) -> String {
 }
 
 fn start(dir: &Path, balance: i64, extra: &[&str]) -> Process {
+    start_binary(Path::new(PDF), dir, balance, extra)
+}
+
+/// [`start`] with another copy of the pdf binary.
+fn start_binary(binary: &Path, dir: &Path, balance: i64, extra: &[&str]) -> Process {
     let config = config(dir, balance);
     let mut args = vec![
         "--config",
@@ -51,7 +56,7 @@ fn start(dir: &Path, balance: i64, extra: &[&str]) -> Process {
         "127.0.0.1:0",
     ];
     args.extend_from_slice(extra);
-    Process::start(Path::new(PDF), &args)
+    Process::start(binary, &args)
 }
 
 fn msisdn(subscriber: u32) -> String {
