@@ -128,6 +128,40 @@ pub fn write(
         .flat_map(|(i, (_, closed))| closed.iter().map(move |c| (c.start_s, i, c)))
         .collect();
     intervals.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut decoded = Vec::with_capacity(2 * intervals.len());
+    for (_, i, closed) in intervals {
+        let step = steps[i].0;
+        for (kind, encoded) in [
+            ("scheduled", &closed.scheduled),
+            ("service", &closed.service),
+        ] {
+            let histogram = crate::merge::decode_histogram(encoded).map_err(anyhow::Error::msg)?;
+            decoded.push(Interval {
+                start_s: closed.start_s,
+                duration_s: closed.duration_s,
+                tag: format!("{step}.{kind}"),
+                histogram,
+            });
+        }
+    }
+    write_intervals(path, started, scenario, &decoded)
+}
+
+/// One interval of a log: a tag's histogram over `duration_s` from `start_s`.
+struct Interval {
+    start_s: f64,
+    duration_s: f64,
+    tag: String,
+    histogram: Histogram<u64>,
+}
+
+/// Writes `intervals` (in time order) as an interval log.
+fn write_intervals(
+    path: &Path,
+    started: SystemTime,
+    scenario: &str,
+    intervals: &[Interval],
+) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
@@ -142,33 +176,22 @@ pub fn write(
         .with_base_time(started)
         .with_max_value_divisor(1000.0);
     let mut writer = builder.begin_log_with(&mut bytes, &mut serializer)?;
-    for (_, i, closed) in intervals {
-        let step = steps[i].0;
-        for (kind, encoded) in [
-            ("scheduled", &closed.scheduled),
-            ("service", &closed.service),
-        ] {
-            let histogram = crate::merge::decode_histogram(encoded).map_err(anyhow::Error::msg)?;
-            let tag = format!("{step}.{kind}");
-            writer
-                .write_histogram(
-                    &histogram,
-                    Duration::from_secs_f64(closed.start_s),
-                    Duration::from_secs_f64(closed.duration_s),
-                    Tag::new(&tag),
-                )
-                .map_err(|e| anyhow::anyhow!("writing {tag}: {e:?}"))?;
-        }
+    for interval in intervals {
+        writer
+            .write_histogram(
+                &interval.histogram,
+                Duration::from_secs_f64(interval.start_s),
+                Duration::from_secs_f64(interval.duration_s),
+                Tag::new(&interval.tag),
+            )
+            .map_err(|e| anyhow::anyhow!("writing {}: {e:?}", interval.tag))?;
     }
     std::fs::write(path, bytes)?;
     Ok(())
 }
 
-/// Every interval of the log at `path`: (tag, start s, length s, histogram), and the
-/// log's start time.
-type Intervals = (Option<SystemTime>, Vec<(String, f64, f64, Histogram<u64>)>);
-
-fn read(path: &Path) -> anyhow::Result<Intervals> {
+/// Every interval of the log at `path`, and the log's start time.
+fn read(path: &Path) -> anyhow::Result<(Option<SystemTime>, Vec<Interval>)> {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
     let bytes = std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut started = None;
@@ -188,7 +211,12 @@ fn read(path: &Path) -> anyhow::Result<Intervals> {
                 let start = interval.start_timestamp().as_secs_f64();
                 let histogram = crate::merge::decode_histogram(interval.encoded_histogram())
                     .map_err(|e| anyhow::anyhow!("{}: {tag} at {start} s: {e}", path.display()))?;
-                intervals.push((tag, start, interval.duration().as_secs_f64(), histogram));
+                intervals.push(Interval {
+                    start_s: start,
+                    duration_s: interval.duration().as_secs_f64(),
+                    tag,
+                    histogram,
+                });
             }
             _ => {}
         }
@@ -200,10 +228,10 @@ fn read(path: &Path) -> anyhow::Result<Intervals> {
 /// and tag by tag (each shard's seconds count from its own start; shards run together),
 /// written to `out`. Exact: histograms added, never percentiles averaged.
 pub fn merge(paths: &[std::path::PathBuf], out: &Path, scenario: &str) -> anyhow::Result<()> {
-    // (step, second) -> (start, length, scheduled, service)
-    type Second = (f64, f64, Option<Histogram<u64>>, Option<Histogram<u64>>);
-    let mut seconds: std::collections::BTreeMap<(String, u64), Second> = Default::default();
-    let mut steps: Vec<String> = Vec::new();
+    // Keyed by (start in ms, the tag's place in order of first appearance): time order,
+    // and within a second the order the shards wrote their tags in.
+    let mut tags: Vec<String> = Vec::new();
+    let mut seconds: std::collections::BTreeMap<(u64, usize), Interval> = Default::default();
     let mut started: Option<SystemTime> = None;
     for path in paths {
         let (start, intervals) = read(path)?;
@@ -211,57 +239,35 @@ pub fn merge(paths: &[std::path::PathBuf], out: &Path, scenario: &str) -> anyhow
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        for (tag, start_s, duration_s, histogram) in intervals {
-            let Some((step, kind)) = tag.rsplit_once('.') else {
-                continue;
+        for interval in intervals {
+            let place = match tags.iter().position(|t| *t == interval.tag) {
+                Some(place) => place,
+                None => {
+                    tags.push(interval.tag.clone());
+                    tags.len() - 1
+                }
             };
-            if !steps.iter().any(|s| s == step) {
-                steps.push(step.to_owned());
-            }
-            let key = (step.to_owned(), (start_s * 1000.0).round() as u64);
-            let second = seconds
-                .entry(key)
-                .or_insert((start_s, duration_s, None, None));
-            second.1 = second.1.max(duration_s);
-            let sum = if kind == "scheduled" {
-                &mut second.2
-            } else {
-                &mut second.3
-            };
-            match sum {
-                Some(sum) => sum
-                    .add(&histogram)
-                    .map_err(|e| anyhow::anyhow!("{}: {tag}: {e:?}", path.display()))?,
-                None => *sum = Some(histogram),
+            let key = ((interval.start_s * 1000.0).round() as u64, place);
+            match seconds.entry(key) {
+                std::collections::btree_map::Entry::Vacant(entry) => {
+                    entry.insert(interval);
+                }
+                std::collections::btree_map::Entry::Occupied(mut entry) => {
+                    let sum = entry.get_mut();
+                    sum.duration_s = sum.duration_s.max(interval.duration_s);
+                    sum.histogram.add(&interval.histogram).map_err(|e| {
+                        anyhow::anyhow!("{}: {}: {e:?}", path.display(), interval.tag)
+                    })?;
+                }
             }
         }
     }
-    let empty = histogram();
-    let closed: Vec<(&str, Vec<Closed>)> = steps
-        .iter()
-        .map(|step| {
-            let list = seconds
-                .iter()
-                .filter(|((s, _), _)| s == step)
-                .map(|(_, (start_s, duration_s, scheduled, service))| {
-                    let scheduled = scheduled.as_ref().unwrap_or(&empty);
-                    Closed {
-                        start_s: *start_s,
-                        duration_s: *duration_s,
-                        count: scheduled.len(),
-                        scheduled: crate::merge::encode_histogram(scheduled),
-                        service: crate::merge::encode_histogram(service.as_ref().unwrap_or(&empty)),
-                    }
-                })
-                .collect();
-            (step.as_str(), list)
-        })
-        .collect();
-    write(
+    let intervals: Vec<Interval> = seconds.into_values().collect();
+    write_intervals(
         out,
         started.unwrap_or(SystemTime::UNIX_EPOCH),
         scenario,
-        &closed,
+        &intervals,
     )
 }
 
@@ -290,7 +296,13 @@ pub struct WindowLatency {
 pub fn window(path: &Path, from_s: f64, to_s: f64) -> anyhow::Result<Vec<WindowLatency>> {
     let (_, intervals) = read(path)?;
     let mut sums: Vec<(String, Histogram<u64>)> = Vec::new();
-    for (tag, start, duration, histogram) in intervals {
+    for Interval {
+        start_s: start,
+        duration_s: duration,
+        tag,
+        histogram,
+    } in intervals
+    {
         // A millisecond of slack: interval bounds are written to the millisecond.
         if start < from_s - 1e-3 || start + duration > to_s + 1e-3 {
             continue;
