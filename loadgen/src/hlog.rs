@@ -272,7 +272,7 @@ pub fn merge(paths: &[std::path::PathBuf], out: &Path, scenario: &str) -> anyhow
 }
 
 /// One tag's latency over a window of the log.
-#[derive(Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize)]
 pub struct WindowLatency {
     /// The tag (`INTERIM.scheduled`).
     pub tag: String,
@@ -448,26 +448,21 @@ mod tests {
         assert!((last.4 - 4.0).abs() < 0.01, "{last:?}");
         assert!(!seen.iter().any(|s| s.0.starts_with("STOP")));
 
+        let row = |rows: &[WindowLatency], tag: &str| -> WindowLatency {
+            let found = rows.iter().find(|r| r.tag == tag).cloned();
+            found.unwrap_or_else(|| panic!("no {tag} in {rows:?}"))
+        };
         // A window: seconds 1 to 3 only (20 + 30 STARTs at 1000 + i us; the part-second
         // after 3 s is not wholly inside).
         let rows = window(&path, 1.0, 3.0).expect("window");
-        let start = rows
-            .iter()
-            .find(|r| r.tag == "START.scheduled")
-            .expect("START");
+        let start = row(&rows, "START.scheduled");
         assert_eq!(start.count, 50);
         assert_eq!(start.max_us, 1029);
-        let interim = rows
-            .iter()
-            .find(|r| r.tag == "INTERIM.scheduled")
-            .expect("INTERIM");
+        let interim = row(&rows, "INTERIM.scheduled");
         assert_eq!(interim.count, 50);
         assert!(interim.max_us >= 600 && interim.max_us < 601, "{interim:?}");
         let all = window(&path, 0.0, 10.0).expect("all");
-        let interim = all
-            .iter()
-            .find(|r| r.tag == "INTERIM.scheduled")
-            .expect("INTERIM");
+        let interim = row(&all, "INTERIM.scheduled");
         assert_eq!(interim.count, 61);
         assert!(window(&dir.path().join("missing"), 0.0, 1.0).is_err());
 
@@ -476,10 +471,7 @@ mod tests {
         let merged = dir.path().join("merged.hlog");
         merge(&[path.clone(), path.clone()], &merged, "unit").expect("merge");
         let doubled = window(&merged, 0.0, 10.0).expect("merged");
-        let twice = doubled
-            .iter()
-            .find(|r| r.tag == "INTERIM.scheduled")
-            .expect("INTERIM");
+        let twice = row(&doubled, "INTERIM.scheduled");
         assert_eq!(twice.count, 122);
         assert_eq!(
             (twice.p50_us, twice.p99_us),
