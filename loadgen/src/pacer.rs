@@ -9,9 +9,11 @@
 //! precision, for the earliest deadline (at least [`QUANTUM`] after its last expiry, so it
 //! costs at most 10,000 expiries a second however many sessions there are). The timerfd is
 //! registered with tokio's reactor, so an expiry arrives with the runtime's other I/O
-//! events: no thread of its own, no extra context switch (a first version with a sleeping
-//! thread cost 7 us of CPU per transaction in wake-ups). The task that reads it wakes every
-//! session that is due, from inside the runtime.
+//! events: no thread of its own. (A first version with a sleeping thread measured the
+//! same CPU per transaction at 40,000/s, 35.7 against 36.2 us; both cost about 7 us more
+//! than tokio's timer, because requests no longer leave in millisecond bursts that every
+//! process batches.) The task that reads it wakes every session that is due, from inside
+//! the runtime.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
