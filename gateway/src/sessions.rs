@@ -122,7 +122,8 @@ pub struct Sessions {
     live: usize,
     /// Live sessions per PDF node index, kept as sessions come, go and move: the admin
     /// port's `/sessions/count` (sampled every second by the loadgen) used to walk every
-    /// session under the table's lock, stalling every ACR for as long (10 ms at 500,000).
+    /// session under the table's lock, stalling every ACR for as long (estimated, not measured:
+    /// about 10 ms at 500,000).
     per_node: Vec<usize>,
 }
 

@@ -105,9 +105,10 @@ fn hash(key: DuplicateKey) -> u64 {
 /// Not a `HashMap` with a queue beside it: a map whose entries are all removed in the
 /// order they came, at a steady size, fills with tombstones and rehashes itself (in place
 /// or into twice the buckets) every so often, all 256 Ki entries at once under the lock
-/// every request of the node waits on. That was the single seconds of 5-40 ms in the
-/// end-to-end knee (BENCHMARKS.md). Backward-shift deletion leaves no tombstones: every
-/// operation costs a few probes, always.
+/// every request of the node waits on (`cargo bench -p benches --bench duplicate_cache`:
+/// one 24.9 ms operation in 20 M requests). Backward-shift deletion leaves no tombstones:
+/// every operation costs a few probes, always. (The end-to-end knee's occasional bad
+/// seconds did not go away with it: they have another cause, see BENCHMARKS.md.)
 #[derive(Debug, Default)]
 struct Inner {
     queue: VecDeque<Slot>,
