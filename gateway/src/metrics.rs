@@ -194,7 +194,7 @@ impl Metrics {
                 self.ccr_failures[i].load(Ordering::Relaxed)
             );
         }
-        let _ = writeln!(out, "# HELP gateway_request_duration_seconds Time to answer, per leg (access: ACR to ACA; charging: CCR to CCA).");
+        let _ = writeln!(out, "# HELP gateway_request_duration_seconds Time to answer, per leg (access: ACR to ACA; charging: CCR sent to the CCA read off the socket).");
         let _ = writeln!(out, "# TYPE gateway_request_duration_seconds histogram");
         for (i, leg) in LEGS.iter().enumerate() {
             self.latency[i].render(

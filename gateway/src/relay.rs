@@ -581,10 +581,13 @@ impl Relay {
             };
             let sent = Instant::now();
             match connection
-                .request(request.clone(), Some(self.request_timeout))
+                .request_timed(request.clone(), Some(self.request_timeout))
                 .await
             {
-                Ok(answer) => {
+                Ok(protocol::transport::Answered {
+                    message: answer,
+                    read_at,
+                }) => {
                     let view = answer.view();
                     // The Result-Code alone, for the metrics and the redirect check; the
                     // caller decodes the whole answer once.
@@ -592,7 +595,8 @@ impl Relay {
                         .find(protocol::dictionary::RESULT_CODE.code)
                         .and_then(|avp| avp.u32().ok())
                         .map_or(ResultCode::UNABLE_TO_COMPLY, ResultCode);
-                    self.metrics.record_ccr(kind.0, result, sent.elapsed());
+                    self.metrics
+                        .record_ccr(kind.0, result, read_at.duration_since(sent));
                     if result == ResultCode::REDIRECT_INDICATION && redirects < 3 {
                         let host = ErrorAnswer::decode(&view)
                             .ok()

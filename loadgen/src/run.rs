@@ -24,7 +24,7 @@ use protocol::header::{ApplicationId, CommandCode, HopByHopId};
 use protocol::messages::{Aca, Acr, Asa, Asr, ErrorAnswer, ServiceUnit, SubscriptionId};
 use protocol::peer::{EndToEndIds, Node, PeerConfig};
 use protocol::result_code::ResultCode;
-use protocol::transport::{Client, ClientOptions, Connection, Handler, Incoming};
+use protocol::transport::{Answered, Client, ClientOptions, Connection, Handler, Incoming};
 use smallvec::smallvec;
 
 use crate::progress::Progress;
@@ -1155,11 +1155,15 @@ impl Ctx {
         measure.sent.fetch_add(1, Ordering::Relaxed);
         let sent = Instant::now();
         let behind_us = sent.saturating_duration_since(intended).as_micros().max(1) as u64;
-        let answer = connection
-            .request(request, Some(Duration::from_secs(5)))
-            .await;
-        let done = Instant::now();
-        let Ok(answer) = answer else {
+        // The answer's time is when the connection read it off the socket, not when this
+        // task next ran: the delay between the two is the loadgen's own scheduling.
+        let Ok(Answered {
+            message: answer,
+            read_at: done,
+        }) = connection
+            .request_timed(request, Some(Duration::from_secs(5)))
+            .await
+        else {
             let _ = self.stats.recorder().behind.record(behind_us);
             measure.timeouts.fetch_add(1, Ordering::Relaxed);
             self.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -44,11 +44,20 @@ pub enum RequestError {
     NotARequest,
 }
 
+/// An answer and when it arrived (see [`Connection::request_timed`]).
+#[derive(Debug)]
+pub struct Answered {
+    /// The answer.
+    pub message: Message,
+    /// When the read that completed the answer returned.
+    pub read_at: Instant,
+}
+
 pub(crate) enum Command {
     Request {
         request: Bytes,
         timeout: Option<Duration>,
-        reply: oneshot::Sender<Result<Message, RequestError>>,
+        reply: oneshot::Sender<Result<Answered, RequestError>>,
     },
     Answer {
         ticket: AnswerTicket,
@@ -202,6 +211,20 @@ impl Connection {
         request: Bytes,
         timeout: Option<Duration>,
     ) -> Result<Message, RequestError> {
+        self.request_timed(request, timeout)
+            .await
+            .map(|answered| answered.message)
+    }
+
+    /// [`request`](Self::request), with the time the answer arrived: when the read that
+    /// completed it returned, before this task was woken and ran. A load generator measures
+    /// latency to that moment; the delay between it and the caller running again is the
+    /// caller's own scheduling, not the peer's.
+    pub async fn request_timed(
+        &self,
+        request: Bytes,
+        timeout: Option<Duration>,
+    ) -> Result<Answered, RequestError> {
         let permit = self
             .inner
             .permits
@@ -217,7 +240,7 @@ impl Connection {
         request: Bytes,
         timeout: Option<Duration>,
         _permit: OwnedSemaphorePermit,
-    ) -> Result<Message, RequestError> {
+    ) -> Result<Answered, RequestError> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .commands
@@ -319,6 +342,7 @@ fn start(
         connection: connection.clone(),
         status: status_tx,
         waiters: HashMap::new(),
+        read_at: Instant::now(),
         hand_over: None,
     };
     tokio::spawn(driver.run(stream, command_rx, resumed.unread, resumed.unwritten));
@@ -330,7 +354,9 @@ struct Driver {
     handler: Arc<dyn Handler>,
     connection: Connection,
     status: watch::Sender<Status>,
-    waiters: HashMap<u32, oneshot::Sender<Result<Message, RequestError>>>,
+    waiters: HashMap<u32, oneshot::Sender<Result<Answered, RequestError>>>,
+    /// When the last read returned: the arrival time of the answers it completed.
+    read_at: Instant,
     /// A hand-over asked for: reading stopped; done once every request received is answered.
     hand_over: Option<(oneshot::Sender<Result<Detached, HandOverFailed>>, Instant)>,
 }
@@ -430,7 +456,10 @@ impl Driver {
                                 reading = false;
                                 self.peer.handle_transport_closed();
                             }
-                            Ok(_) => self.peer.handle_input(Instant::now(), &mut input),
+                            Ok(_) => {
+                                self.read_at = Instant::now();
+                                self.peer.handle_input(self.read_at, &mut input);
+                            }
                             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
                             Err(_) => {
                                 reading = false;
@@ -594,7 +623,10 @@ impl Driver {
                 message,
             } => {
                 if let Some(waiter) = self.waiters.remove(&hop_by_hop.0) {
-                    let _ = waiter.send(Ok(message));
+                    let _ = waiter.send(Ok(Answered {
+                        message,
+                        read_at: self.read_at,
+                    }));
                 }
             }
             Event::RequestFailed {

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 pub use client::{Client, ClientOptions};
-pub use driver::{Connection, Detached, HandOverFailed, RequestError};
+pub use driver::{Answered, Connection, Detached, HandOverFailed, RequestError};
 pub use server::Server;
 
 use crate::error::DecodeError;

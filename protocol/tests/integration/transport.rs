@@ -379,3 +379,48 @@ async fn a_request_timeout_and_a_dropped_responder() {
     let error = protocol::messages::ErrorAnswer::decode(&view).expect("an answer");
     assert_eq!(error.result_code, ResultCode::UNABLE_TO_COMPLY);
 }
+
+/// `request_timed` stamps the answer when the connection read it, not when the caller next
+/// ran: a caller that comes back late still sees when the answer arrived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_request_reports_when_the_answer_was_read() {
+    let handler = Arc::new(CcaServer {
+        delay: Some(Duration::from_millis(20)),
+        ..Default::default()
+    });
+    let server = server(handler).await;
+    let client_node = node("client.example.net", |_| {});
+    let (client, connection) = connect(
+        server.local_addr(),
+        client_node.clone(),
+        Arc::new(Recorder::default()),
+        ClientOptions::default(),
+    )
+    .await;
+    let sent = Instant::now();
+    let mut request = Box::pin(connection.request_timed(ccr(&client_node, 1), None));
+    // Polled once (the request leaves), then left alone well after its answer came.
+    tokio::select! {
+        biased;
+        _ = &mut request => panic!("answered before the server's 20 ms delay"),
+        () = tokio::time::sleep(Duration::from_millis(5)) => {}
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answered = request.await.expect("answered");
+    let resumed = Instant::now();
+    assert_eq!(cc_request_number(&answered.message), 1);
+    assert!(
+        answered.read_at >= sent + Duration::from_millis(20),
+        "read after the server's delay: {:?}",
+        answered.read_at - sent
+    );
+    assert!(
+        resumed - answered.read_at >= Duration::from_millis(200),
+        "stamped when read, not when the caller resumed: {:?} before",
+        resumed - answered.read_at
+    );
+    client
+        .close(DisconnectCause::DO_NOT_WANT_TO_TALK_TO_YOU)
+        .await;
+    server.shutdown(DisconnectCause::REBOOTING).await;
+}
