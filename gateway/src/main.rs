@@ -15,5 +15,5 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    service::main("gateway", run(cli))
+    service::main("gateway", cli.workers.map(usize::from), run(cli))
 }

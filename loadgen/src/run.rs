@@ -564,19 +564,22 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
         // With an upgrade, every pdf keeps a journal in its own fresh data directory
         // (balances survive a restart; every strategy runs with the same durability).
         let upgrades = scenario.events.iter().any(|e| e.upgrade().is_some());
-        let pdfs = Arc::new(crate::upgrade::Fleet::new(
-            dir.join("pdf"),
-            pdf_config,
-            out.to_path_buf(),
-            scenario.base.clone(),
-            upgrades,
-        ));
+        let pdfs = Arc::new(
+            crate::upgrade::Fleet::new(
+                dir.join("pdf"),
+                pdf_config,
+                out.to_path_buf(),
+                scenario.base.clone(),
+                upgrades,
+            )
+            .with_workers(scenario.topology.pdf_workers),
+        );
         let first = pdfs.start_next(None, &[])?;
         let (pdf_addr, pdf_admin) = (first.diameter, first.admin);
         targets.pdf_pid = first.process.pid();
         pdfs.push(first);
         fleet = Some(pdfs);
-        let gateway_args: Vec<String> = vec![
+        let mut gateway_args: Vec<String> = vec![
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--admin".into(),
@@ -588,6 +591,9 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
             "--policy".into(),
             scenario.topology.policy.clone(),
         ];
+        if let Some(workers) = scenario.topology.gateway_workers {
+            gateway_args.extend(["--workers".into(), workers.to_string()]);
+        }
         let (gateway, gateway_addr, gateway_admin) = spawn(
             "gateway",
             &dir.join("gateway"),

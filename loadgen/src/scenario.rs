@@ -135,6 +135,12 @@ pub struct Topology {
     /// The gateway's admin address, for `set_weight` events (spawn = false).
     #[serde(default)]
     pub gateway_admin: Option<std::net::SocketAddr>,
+    /// Worker threads of a spawned gateway's runtime (`--workers`; default: one per core).
+    #[serde(default)]
+    pub gateway_workers: Option<u16>,
+    /// Worker threads of each spawned pdf's runtime (`--workers`; default: one per core).
+    #[serde(default)]
+    pub pdf_workers: Option<u16>,
 }
 
 fn yes() -> bool {
@@ -157,6 +163,8 @@ impl Default for Topology {
             gateway: None,
             pdf_admin: None,
             gateway_admin: None,
+            gateway_workers: None,
+            pdf_workers: None,
         }
     }
 }
@@ -1353,6 +1361,20 @@ impl Scenario {
         if self.topology.access_connections == 0 {
             return Err("topology.access_connections: at least 1".into());
         }
+        for (key, workers) in [
+            ("gateway_workers", self.topology.gateway_workers),
+            ("pdf_workers", self.topology.pdf_workers),
+        ] {
+            match workers {
+                Some(0) => return Err(format!("topology.{key}: at least 1")),
+                Some(_) if !self.topology.spawn => {
+                    return Err(format!(
+                        "topology.{key}: only for processes the loadgen starts (spawn = true)"
+                    ))
+                }
+                _ => {}
+            }
+        }
         for (i, event) in self.events.iter().enumerate() {
             self.validate_event(i, event)?;
         }
@@ -1952,6 +1974,38 @@ mod tests {
             error.contains("line 11") && error.contains("interval ="),
             "{error}"
         );
+    }
+
+    #[test]
+    fn worker_threads_are_checked() {
+        let path = Path::new("workers.toml");
+        let with = |topology: &str| {
+            Scenario::parse(
+                &format!(
+                    "{VOICE}duration = {{ dist = \"constant\", value = 60 }}\n[topology]\n{topology}"
+                ),
+                path,
+            )
+        };
+        let scenario = with("gateway_workers = 2\npdf_workers = 1\n").expect("valid");
+        assert_eq!(scenario.topology.gateway_workers, Some(2));
+        assert_eq!(scenario.topology.pdf_workers, Some(1));
+        assert_eq!(with("").expect("valid").topology.pdf_workers, None);
+        let error = with("pdf_workers = 0\n").expect_err("zero");
+        assert!(
+            error.contains("workers.toml") && error.contains("topology.pdf_workers: at least 1"),
+            "{error}"
+        );
+        let error = with(
+            "spawn = false\ngateway = \"127.0.0.1:3868\"\npdf_admin = \"127.0.0.1:9868\"\ngateway_workers = 1\n",
+        )
+        .expect_err("not spawned");
+        assert!(
+            error.contains("topology.gateway_workers: only for processes the loadgen starts"),
+            "{error}"
+        );
+        let error = with("pdf_worker = 1\n").expect_err("misspelt");
+        assert!(error.contains("pdf_worker"), "{error}");
     }
 
     #[test]

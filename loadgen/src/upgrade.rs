@@ -132,6 +132,8 @@ pub struct Fleet {
     /// Whether the pdfs keep a journal (any upgrade: balances must survive a restart, and
     /// every strategy runs with the same durability).
     pub journal: bool,
+    /// Worker threads of every pdf's runtime (`--workers`; None: the pdf's default).
+    pub workers: Option<u16>,
 }
 
 impl Fleet {
@@ -150,7 +152,13 @@ impl Fleet {
             out,
             base,
             journal,
+            workers: None,
         }
+    }
+
+    /// The fleet with `--workers` for every pdf it starts.
+    pub fn with_workers(self, workers: Option<u16>) -> Self {
+        Self { workers, ..self }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FleetNode>> {
@@ -158,7 +166,8 @@ impl Fleet {
     }
 
     /// The loadgen's arguments for a pdf: its configuration, the addresses, its own journal
-    /// directory (`pdf-data` for `pdf0`, `pdf-data-<name>` for the others).
+    /// directory (`pdf-data` for `pdf0`, `pdf-data-<name>` for the others), its worker
+    /// threads.
     fn args(&self, name: &str, listen: &str, admin: &str) -> Vec<String> {
         let mut args = vec![
             "--config".to_owned(),
@@ -173,6 +182,9 @@ impl Fleet {
                 "--data-dir".to_owned(),
                 self.data_dir(name).display().to_string(),
             ]);
+        }
+        if let Some(workers) = self.workers {
+            args.extend(["--workers".to_owned(), workers.to_string()]);
         }
         args
     }
@@ -1220,6 +1232,24 @@ impl UpgradeReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_pdf_of_the_fleet_gets_its_worker_threads() {
+        let fleet = |workers| {
+            Fleet::new(
+                "pdf".into(),
+                "pdf.toml".into(),
+                "out".into(),
+                ".".into(),
+                false,
+            )
+            .with_workers(workers)
+        };
+        let args = fleet(Some(1)).args("pdf1", "127.0.0.1:0", "127.0.0.1:0");
+        assert!(args.windows(2).any(|w| w == ["--workers", "1"]), "{args:?}");
+        let args = fleet(None).args("pdf1", "127.0.0.1:0", "127.0.0.1:0");
+        assert!(!args.iter().any(|a| a == "--workers"), "{args:?}");
+    }
 
     fn bits(ms: &[u64]) -> Vec<u64> {
         let mut bits = vec![0u64; 64];

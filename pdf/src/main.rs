@@ -8,5 +8,5 @@ use pdf::app::{run, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    service::main("pdf", run(cli))
+    service::main("pdf", cli.workers.map(usize::from), run(cli))
 }

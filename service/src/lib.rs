@@ -17,10 +17,11 @@ pub enum Failure {
     Runtime(anyhow::Error),
 }
 
-/// The body of a server's `main`: logging to stderr (`RUST_LOG`, default `info`), a runtime,
-/// `run`, and the exit status (0, 1 runtime failure, 2 configuration), with errors printed
-/// as `<name>: <message>`.
-pub fn main<F>(name: &str, run: F) -> ExitCode
+/// The body of a server's `main`: logging to stderr (`RUST_LOG`, default `info`), a runtime
+/// with `workers` worker threads (None: tokio's default, one per core), `run`, and the exit
+/// status (0, 1 runtime failure, 2 configuration), with errors printed as
+/// `<name>: <message>`.
+pub fn main<F>(name: &str, workers: Option<usize>, run: F) -> ExitCode
 where
     F: Future<Output = Result<(), Failure>>,
 {
@@ -33,10 +34,11 @@ where
         // Colour only for a person at a terminal, not in files and pipes.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{name}: cannot start the runtime: {error}");

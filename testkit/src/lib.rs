@@ -96,6 +96,11 @@ impl Process {
         process
     }
 
+    /// Its process id (None once it has been waited for).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the process printed so far (stdout and stderr).
     pub fn output(&self) -> String {
         self.output.lock().expect("not poisoned").clone()

@@ -536,6 +536,12 @@ fn check_config_and_errors() {
         .expect("run");
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("127.0.0.1:3869"));
+    let output = std::process::Command::new(GATEWAY)
+        .args(["--workers", "0", "--check-config"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--workers"));
     let dir = tempfile::tempdir().expect("tempdir");
     let bad = dir.path().join("gw.toml");
     std::fs::write(&bad, "[charging]\npolicy = \"retry\"\n").expect("write");

@@ -523,6 +523,28 @@ async fn kill_9_under_load_loses_no_acknowledged_debit() {
     );
 }
 
+/// `--workers N` sets the runtime's worker threads: a pdf started with 3 has two threads
+/// more than one started with 1; 0 is refused.
+#[test]
+fn workers_sets_the_runtime_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let threads = |workers: &str| {
+        let pdf = start(dir.path(), 100, &["--workers", workers]);
+        let pid = pdf.pid().expect("running");
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("its threads")
+            .count()
+    };
+    assert_eq!(threads("3"), threads("1") + 2);
+    let output = std::process::Command::new(PDF)
+        .args(["--workers", "0", "--check-config"])
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--workers"), "{stderr}");
+}
+
 #[test]
 fn check_config_and_configuration_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
