@@ -9,9 +9,11 @@
 #
 #   benches/knee.sh [RATE ...]      default rates: 20000 40000 60000 80000 90000 100000 110000 120000
 #
-# Environment: STEP_SECONDS (15) per rate, HALF_SECONDS (20) for the run at half the knee,
+# Environment: STEP_SECONDS (15) per rate, HALF_SECONDS (60: its p99 is that of 3 M answers, so one
+# bad second moves it less than in 20 s) for the run at half the knee,
 # P99_BOUND_MS (10), WARMUP_SECONDS (7: the steady state starts there), OUT (target/knee), BIN (${CARGO_TARGET_DIR:-target}/release),
-# NO_BUILD=1 to skip `cargo build --release`. Not part of any test run.
+# GATEWAY_WORKERS and PDF_WORKERS (topology.gateway_workers / pdf_workers; default: one
+# worker per core), NO_BUILD=1 to skip `cargo build --release`. Not part of any test run.
 #
 # How the load is shaped: a closed model of N voice sessions whose INTERIMs come every
 # 0.2 s (interval "2s" at time_scale 10) and which last far longer than the run, so the
@@ -20,10 +22,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEP_SECONDS=${STEP_SECONDS:-15}
-HALF_SECONDS=${HALF_SECONDS:-20}
+HALF_SECONDS=${HALF_SECONDS:-60}
 P99_BOUND_MS=${P99_BOUND_MS:-10}
 WARMUP_SECONDS=${WARMUP_SECONDS:-7}
 OUT=${OUT:-target/knee}
+GATEWAY_WORKERS=${GATEWAY_WORKERS-}
+PDF_WORKERS=${PDF_WORKERS-}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(20000 40000 60000 80000 90000 100000 110000 120000)
@@ -49,6 +53,8 @@ time_scale = 10.0
 spawn = true
 pdf_connections = 4
 access_connections = 4
+$([ -z "$GATEWAY_WORKERS" ] || echo "gateway_workers = $GATEWAY_WORKERS")
+$([ -z "$PDF_WORKERS" ] || echo "pdf_workers = $PDF_WORKERS")
 
 [population]
 subscribers = $((sessions * 2 > 10000 ? sessions * 2 : 10000))
@@ -134,6 +140,9 @@ run() {
 header='| offered ACR/s | achieved ACR/s | steady INTERIM p50 ms | p99 ms | p99.9 ms | service p99 ms | whole run p99 ms (ramp included) | worst second p99 ms | loadgen behind p99 ms | CPU us/tx (all three) | failed | books | within bounds |'
 rule='|---|---|---|---|---|---|---|---|---|---|---|---|---|'
 echo "machine: $(nproc) cores; $(uptime | sed 's/^ *//')"
+# The machine's own noise, idle, before the first run: late wake-ups here are in every
+# latency tail below and none of ours (benches/jitter.py).
+echo "idle machine: $(python3 benches/jitter.py 5)"
 echo "commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- loadgen gateway pdf protocol || echo ' (with local changes)')"
 echo
 echo "$header"
@@ -163,3 +172,4 @@ echo "$header"
 echo "$rule"
 run "half-$half" "$half" "$HALF_SECONDS" || true
 echo "$(uptime | sed 's/^ *//')"
+echo "idle machine: $(python3 benches/jitter.py 5)"
