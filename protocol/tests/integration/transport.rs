@@ -152,6 +152,17 @@ async fn connect(
     (client, connection)
 }
 
+/// [`connect`] with default options, as `client_node`, recording the client's events.
+async fn connect_recording(addr: SocketAddr, client_node: &Arc<Node>) -> (Client, Connection) {
+    connect(
+        addr,
+        client_node.clone(),
+        Arc::new(Recorder::default()),
+        ClientOptions::default(),
+    )
+    .await
+}
+
 pub(crate) fn cc_request_number(message: &protocol::message::Message) -> u32 {
     Cca::decode(&message.view())
         .expect("a CCA")
@@ -163,13 +174,7 @@ async fn pipelined_requests_are_all_answered() {
     let handler = Arc::new(CcaServer::default());
     let server = server(handler.clone()).await;
     let client_node = node("client.example.net", |_| {});
-    let (client, connection) = connect(
-        server.local_addr(),
-        client_node.clone(),
-        Arc::new(Recorder::default()),
-        ClientOptions::default(),
-    )
-    .await;
+    let (client, connection) = connect_recording(server.local_addr(), &client_node).await;
     assert_eq!(
         connection.peer().map(|p| p.origin_host.clone()).as_deref(),
         Some("server.example.net")
@@ -205,13 +210,7 @@ async fn a_slow_request_does_not_hold_up_the_others() {
     });
     let server = server(handler.clone()).await;
     let client_node = node("client.example.net", |_| {});
-    let (_client, connection) = connect(
-        server.local_addr(),
-        client_node.clone(),
-        Arc::new(Recorder::default()),
-        ClientOptions::default(),
-    )
-    .await;
+    let (_client, connection) = connect_recording(server.local_addr(), &client_node).await;
 
     let started = Instant::now();
     let slow = {
@@ -310,13 +309,7 @@ async fn outstanding_requests_are_bounded() {
     });
     let server = server(handler.clone()).await;
     let client_node = node("client.example.net", |c| c.max_pending_requests = 4);
-    let (_client, connection) = connect(
-        server.local_addr(),
-        client_node.clone(),
-        Arc::new(Recorder::default()),
-        ClientOptions::default(),
-    )
-    .await;
+    let (_client, connection) = connect_recording(server.local_addr(), &client_node).await;
     let requests: Vec<_> = (1..=40)
         .map(|n| {
             let connection = connection.clone();
@@ -343,13 +336,7 @@ async fn a_request_timeout_and_a_dropped_responder() {
     });
     let slow_server = server(handler).await;
     let client_node = node("client.example.net", |_| {});
-    let (_client, connection) = connect(
-        slow_server.local_addr(),
-        client_node.clone(),
-        Arc::new(Recorder::default()),
-        ClientOptions::default(),
-    )
-    .await;
+    let (_client, connection) = connect_recording(slow_server.local_addr(), &client_node).await;
     let result = connection
         .request(ccr(&client_node, 0), Some(Duration::from_millis(200)))
         .await;
@@ -364,13 +351,7 @@ async fn a_request_timeout_and_a_dropped_responder() {
         fn on_request(&self, _: &Connection, _incoming: Incoming) {}
     }
     let dropper = server(Arc::new(Dropper)).await;
-    let (_client2, connection) = connect(
-        dropper.local_addr(),
-        client_node.clone(),
-        Arc::new(Recorder::default()),
-        ClientOptions::default(),
-    )
-    .await;
+    let (_client2, connection) = connect_recording(dropper.local_addr(), &client_node).await;
     let answer = connection
         .request(ccr(&client_node, 5), None)
         .await
@@ -390,13 +371,7 @@ async fn a_timed_request_reports_when_the_answer_was_read() {
     });
     let server = server(handler).await;
     let client_node = node("client.example.net", |_| {});
-    let (client, connection) = connect(
-        server.local_addr(),
-        client_node.clone(),
-        Arc::new(Recorder::default()),
-        ClientOptions::default(),
-    )
-    .await;
+    let (client, connection) = connect_recording(server.local_addr(), &client_node).await;
     let sent = Instant::now();
     let mut request = Box::pin(connection.request_timed(ccr(&client_node, 1), None));
     // Polled once (the request leaves), then left alone well after its answer came.
