@@ -57,8 +57,8 @@ pub struct Cli {
     /// Origin-Host (overrides access.origin_host).
     #[arg(long, value_name = "HOST")]
     pub origin_host: Option<String>,
-    /// Worker threads of the runtime (default: one per core). Fewer than the cores where
-    /// other processes share the machine, as in the loadgen's one-machine benchmarks.
+    /// Worker threads of the runtime (default: one per core); fewer where other busy
+    /// processes share the machine.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// Check the configuration, print it, and exit.

@@ -86,8 +86,8 @@ pub struct Cli {
     /// `POST /migrate` introduces it.
     #[arg(long, value_name = "URI")]
     pub upstream: Option<String>,
-    /// Worker threads of the runtime (default: one per core). Fewer than the cores where
-    /// other processes share the machine, as in the loadgen's one-machine benchmarks.
+    /// Worker threads of the runtime (default: one per core); fewer where other busy
+    /// processes share the machine.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
     /// Check the configuration, print what would be served, and exit.
