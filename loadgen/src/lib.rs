@@ -22,6 +22,7 @@
 
 pub mod compare;
 pub mod events;
+pub mod gateway_latency;
 pub mod hlog;
 pub mod html;
 pub mod merge;

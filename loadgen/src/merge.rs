@@ -284,6 +284,12 @@ pub fn merge(inputs: &[(String, Report)]) -> Result<Report, String> {
                 .map(|(_, r)| r.pdf_sessions.as_slice())
                 .collect::<Vec<_>>(),
         ),
+        gateway_latency: crate::gateway_latency::GatewayLatency::merge(
+            &reports
+                .iter()
+                .filter_map(|(_, r)| r.gateway_latency.as_ref())
+                .collect::<Vec<_>>(),
+        ),
         // An upgrade's figures are per run: each shard's summary.json keeps its own.
         upgrade: None,
     })
@@ -540,6 +546,7 @@ mod tests {
             }],
             slo_windows: Vec::new(),
             pdf_sessions: Vec::new(),
+            gateway_latency: None,
             upgrade: None,
         }
     }

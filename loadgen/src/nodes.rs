@@ -2,6 +2,8 @@
 //! the gateway's nodes (`GET /nodes` on its admin port) and asks for each node's count
 //! (`GET /sessions/count?node=NAME`). The samples go into summary.json (`pdf_sessions`), a
 //! column per node in timeline.csv, and a plot with one line per node in report.html.
+//! The same round reads the gateway's `/metrics` for its own latency
+//! ([`crate::gateway_latency`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ pub struct NodeSample {
 
 /// A GET with short timeouts (a slow answer must not hold up the next sample); returns the
 /// body of a 200.
-fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
         .with_context(|| format!("GET http://{addr}{path}"))?;
@@ -73,22 +75,44 @@ pub fn sample(admin: SocketAddr) -> anyhow::Result<BTreeMap<String, u64>> {
 }
 
 /// Samples every second, on the timeline's clock (second `k` is taken `k` seconds after
-/// `started`), into `samples`, until aborted. A failed sample is skipped (the gateway may be
-/// busy or gone); the first failure is logged.
+/// `started`), into `samples`, and the gateway's own latency since the second before into
+/// `latency`, until aborted. A failed sample is skipped (the gateway may be busy or gone);
+/// the first failure is logged.
 pub async fn sample_every_second(
     admin: SocketAddr,
     started: Instant,
     samples: Arc<Mutex<Vec<NodeSample>>>,
+    latency: Arc<Mutex<crate::gateway_latency::GatewayLatency>>,
 ) {
     let mut warned = false;
-    for second in 1u64.. {
+    // The reading at the last second (the first one, at second 0, has nothing before it).
+    let mut last: Option<crate::gateway_latency::Reading> = None;
+    for second in 0u64.. {
         tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
-        match tokio::task::spawn_blocking(move || sample(admin)).await {
-            Ok(Ok(sessions)) => samples
+        let round = tokio::task::spawn_blocking(move || {
+            let reading = get(admin, "/metrics")
+                .ok()
+                .and_then(|text| crate::gateway_latency::parse(&text));
+            let sessions = (second > 0).then(|| sample(admin));
+            (reading, sessions)
+        })
+        .await;
+        let Ok((reading, sessions)) = round else {
+            continue;
+        };
+        if let (Some(before), Some(after)) = (&last, &reading) {
+            latency
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(second, before, after);
+        }
+        last = reading;
+        match sessions {
+            Some(Ok(sessions)) => samples
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(NodeSample { second, sessions }),
-            Ok(Err(error)) if !warned => {
+            Some(Err(error)) if !warned => {
                 warned = true;
                 tracing::warn!("live sessions per PDF node: {error:#}");
             }

@@ -181,6 +181,10 @@ pub struct Report {
     /// without the gateway's admin address).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pdf_sessions: Vec<crate::nodes::NodeSample>,
+    /// The gateway's own latency, once a second, from its `/metrics` (absent without the
+    /// gateway's admin address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_latency: Option<crate::gateway_latency::GatewayLatency>,
     /// What the run's upgrades cost (absent without an `upgrade` event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade: Option<crate::upgrade::UpgradeReport>,
@@ -251,6 +255,9 @@ impl Report {
             self.loadgen_behind_us.0 as f64 / 1000.0,
             self.loadgen_behind_us.1 as f64 / 1000.0
         );
+        if let Some(latency) = &self.gateway_latency {
+            text += &latency.summary();
+        }
         let books = &self.books;
         text += &match &books.error {
             Some(error) => format!("books: NOT CHECKED ({error})\n"),
@@ -357,6 +364,7 @@ pub fn build(scenario: &Scenario, stats: &Stats, elapsed: Duration, books: Books
         events: Vec::new(),
         slo_windows,
         pdf_sessions: Vec::new(),
+        gateway_latency: None,
         upgrade: None,
     }
 }
@@ -432,6 +440,15 @@ impl Report {
         for node in &nodes {
             csv += &format!(",sessions_{}", node.replace([',', '"', '\n', '\r'], "_"));
         }
+        // Then the gateway's own p99 per leg (bucket bounds, `inf` over the last one).
+        let gateway: BTreeMap<u64, (Option<u64>, Option<u64>)> = self
+            .gateway_latency
+            .iter()
+            .flat_map(|l| l.seconds.iter().map(move |s| (s.second, l.p99_us(s))))
+            .collect();
+        if self.gateway_latency.is_some() {
+            csv += ",gateway_access_p99_us,gateway_charging_p99_us";
+        }
         csv += "\n";
         for r in &self.timeline {
             csv += &format!(
@@ -449,6 +466,17 @@ impl Report {
                 csv += ",";
                 if let Some(n) = by_second.get(&r.second).and_then(|s| s.get(node)) {
                     csv += &n.to_string();
+                }
+            }
+            if self.gateway_latency.is_some() {
+                let (access, charging) = gateway.get(&r.second).copied().unwrap_or_default();
+                for p99 in [access, charging] {
+                    csv += ",";
+                    match p99 {
+                        Some(u64::MAX) => csv += "inf",
+                        Some(us) => csv += &us.to_string(),
+                        None => {}
+                    }
                 }
             }
             csv += "\n";

@@ -677,9 +677,10 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     let counter = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let progress = Progress::for_stderr(scenario.duration.0);
-    // Live sessions per PDF node, from the gateway's admin port once a second (with a
-    // shared gateway, spawn = false, only shard 0 samples it).
+    // Live sessions per PDF node and the gateway's own latency, from the gateway's admin
+    // port once a second (with a shared gateway, spawn = false, only shard 0 samples it).
     let node_samples = Arc::new(Mutex::new(Vec::new()));
+    let gateway_latency = Arc::new(Mutex::new(crate::gateway_latency::GatewayLatency::default()));
     let sampler = targets
         .gateway_admin
         .filter(|_| scenario.topology.spawn || shard.index == 0)
@@ -688,6 +689,7 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
                 admin,
                 started,
                 node_samples.clone(),
+                gateway_latency.clone(),
             ))
         });
     let ticker = tokio::spawn(report_progress(
@@ -848,6 +850,10 @@ pub async fn run_shard(scenario: Scenario, shard: Shard, out: &Path) -> anyhow::
     report.events = events;
     report.pdf_sessions =
         std::mem::take(&mut *node_samples.lock().unwrap_or_else(|p| p.into_inner()));
+    report.gateway_latency = Some(std::mem::take(
+        &mut *gateway_latency.lock().unwrap_or_else(|p| p.into_inner()),
+    ))
+    .filter(|latency| !latency.seconds.is_empty());
     report.upgrade = crate::upgrade::report(
         &report,
         &stats.watch,

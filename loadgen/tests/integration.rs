@@ -139,9 +139,41 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
         .map(|s| s["sessions"]["pdf0"].as_u64().expect("pdf0"))
         .max();
     assert!(most.unwrap_or(0) > 50, "{samples:?}");
+    // The gateway's own latency, from its /metrics the same way: every second's ACRs on
+    // the access leg add up to about what the loadgen got answered (the seconds' edges
+    // differ by the sampling's milliseconds), and each leg's p99 is a column.
+    let gateway = &report["gateway_latency"];
+    let seconds = gateway["seconds"]
+        .as_array()
+        .expect("gateway_latency.seconds");
+    assert!(seconds.len() >= 4, "{gateway}");
+    assert_eq!(seconds[0]["second"], 1);
+    let leg_total = |leg: &str| -> u64 {
+        seconds
+            .iter()
+            .flat_map(|s| s[leg].as_array().expect("counts").clone())
+            .map(|n| n.as_u64().expect("a count"))
+            .sum()
+    };
+    let answered: u64 = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| s["answered"].as_u64().expect("answered"))
+        .sum();
+    let access = leg_total("access");
+    assert!(
+        access * 10 >= answered * 9 && access <= answered,
+        "the gateway counted {access} ACRs, the loadgen {answered} answers"
+    );
+    assert!(leg_total("charging") * 10 >= access * 9, "{gateway}");
+    assert!(
+        stdout.contains("gateway's own p99, worst second of"),
+        "{stdout}"
+    );
     let csv = std::fs::read_to_string(out.join("timeline.csv")).expect("timeline.csv");
     assert!(
-        csv.starts_with("second,answered,failed,live_sessions,lost_sessions,p50_us,p99_us,max_us,sessions_pdf0\n"),
+        csv.starts_with("second,answered,failed,live_sessions,lost_sessions,p50_us,p99_us,max_us,sessions_pdf0,gateway_access_p99_us,gateway_charging_p99_us\n"),
         "{csv}"
     );
     assert!(
