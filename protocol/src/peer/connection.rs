@@ -529,6 +529,16 @@ impl Peer {
         if let Err(error) = view.walk() {
             return self.answer_error(&view, &error);
         }
+        if matches!(self.state, State::Closing { .. }) {
+            // Our DPR is sent: the peer fails what it has pending here when it reads it and
+            // sends it elsewhere, so a request processed now would be processed twice (a
+            // CCR charged twice). Not delivered: 3002 says so.
+            return self.write_error_answer(
+                &view,
+                ResultCode::UNABLE_TO_DELIVER,
+                "closing: DPR sent",
+            );
+        }
         let duplicate = self.check_duplicate(now, &view);
         let duplicate = match duplicate {
             Ok(key) => key,

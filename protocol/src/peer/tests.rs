@@ -417,6 +417,26 @@ fn dpr_rebooting_closes_both_and_fails_pending_requests() {
     assert!(!DownReason::PeerDisconnected(DisconnectCause::BUSY).should_reconnect());
 }
 
+/// A request that crosses our DPR on the wire is not processed: the peer fails it when it
+/// reads the DPR and sends it elsewhere.
+#[test]
+fn a_request_after_our_dpr_is_refused_3002_not_delivered() {
+    let mut pair = Pair::connected();
+    pair.server.disconnect(pair.now, DisconnectCause::REBOOTING);
+    let dpr = pair.server.poll_transmit().expect("the DPR");
+    assert!(MessageView::parse(&dpr)
+        .expect("a message")
+        .header()
+        .is_request());
+    let answer = raw_exchange(&mut pair, &ccr(7));
+    assert_eq!(
+        result_code_of(&answer),
+        (ResultCode::UNABLE_TO_DELIVER, true)
+    );
+    pair.drive();
+    assert!(pair.take_server_requests().is_empty(), "not delivered");
+}
+
 #[test]
 fn dpr_without_dpa_closes_after_the_timeout() {
     let mut pair = Pair::connected();

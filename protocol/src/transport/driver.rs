@@ -344,6 +344,7 @@ fn start(
         waiters: HashMap::new(),
         read_at: Instant::now(),
         hand_over: None,
+        disconnecting: None,
     };
     tokio::spawn(driver.run(stream, command_rx, resumed.unread, resumed.unwritten));
     Ok(connection)
@@ -359,6 +360,11 @@ struct Driver {
     read_at: Instant,
     /// A hand-over asked for: reading stopped; done once every request received is answered.
     hand_over: Option<(oneshot::Sender<Result<Detached, HandOverFailed>>, Instant)>,
+    /// An orderly close asked for while requests received were unanswered: reading paused,
+    /// the DPR goes once they are answered (or after [`QUIESCE_TIMEOUT`]). Sent at once, it
+    /// would make the peer fail them and send them elsewhere while they are processed
+    /// here: a restarted PDF charged a re-sent CCR-EVENT twice that way.
+    disconnecting: Option<(DisconnectCause, Instant)>,
 }
 
 /// How long a hand-over waits for the application to answer what it has received.
@@ -429,10 +435,24 @@ impl Driver {
                     }
                 }
             }
+            if let Some((cause, since)) = self.disconnecting {
+                if self.peer.requests_in_flight() == 0
+                    || since.elapsed() >= QUIESCE_TIMEOUT
+                    || !self.peer.is_open()
+                {
+                    self.disconnecting = None;
+                    self.peer.disconnect(Instant::now(), cause);
+                    continue;
+                }
+            }
+            // Paused while a close waits for the answers: what the peer sends meanwhile is
+            // read after the DPR (and refused: the core does not deliver requests then).
+            let reading_now = reading && self.disconnecting.is_none();
             if let Some(deadline) = self.peer.poll_timeout() {
-                let deadline = match &self.hand_over {
-                    Some(_) => deadline.min(Instant::now() + Duration::from_millis(10)),
-                    None => deadline,
+                let deadline = if self.hand_over.is_some() || self.disconnecting.is_some() {
+                    deadline.min(Instant::now() + Duration::from_millis(10))
+                } else {
+                    deadline
                 };
                 timer
                     .as_mut()
@@ -441,7 +461,7 @@ impl Driver {
             if input.capacity() - input.len() < 8 * 1024 {
                 input.reserve(64 * 1024);
             }
-            let interest = match (reading, output.is_empty()) {
+            let interest = match (reading_now, output.is_empty()) {
                 (true, true) => Some(Interest::READABLE),
                 (true, false) => Some(Interest::READABLE | Interest::WRITABLE),
                 (false, false) => Some(Interest::WRITABLE),
@@ -450,7 +470,7 @@ impl Driver {
             tokio::select! {
                 ready = stream.ready(interest.unwrap_or(Interest::READABLE)), if interest.is_some() => match ready {
                     // Writable: the next turn writes.
-                    Ok(ready) if reading && (ready.is_readable() || ready.is_read_closed() || ready.is_error()) => {
+                    Ok(ready) if reading_now && (ready.is_readable() || ready.is_read_closed() || ready.is_error()) => {
                         match stream.try_read_buf(&mut input) {
                             Ok(0) => {
                                 reading = false;
@@ -562,7 +582,13 @@ impl Driver {
                 );
                 let _ = self.peer.answer(ticket, &out);
             }
-            Command::Disconnect(cause) => self.peer.disconnect(now, cause),
+            Command::Disconnect(cause) => {
+                if self.peer.is_open() && self.peer.requests_in_flight() > 0 {
+                    self.disconnecting.get_or_insert((cause, now));
+                } else {
+                    self.peer.disconnect(now, cause);
+                }
+            }
             Command::HandOver(reply) => match &self.hand_over {
                 Some(_) => {
                     let _ = reply.send(Err(HandOverFailed::NotQuiet(

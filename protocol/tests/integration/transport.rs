@@ -399,3 +399,44 @@ async fn a_timed_request_reports_when_the_answer_was_read() {
         .await;
     server.shutdown(DisconnectCause::REBOOTING).await;
 }
+
+/// An orderly close answers what it has received before its DPR: the client gets the
+/// answer to a request that was being processed at the shutdown, not a lost connection
+/// (which it would re-send elsewhere: processed twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_answers_the_requests_in_flight_before_its_dpr() {
+    let handler = Arc::new(CcaServer {
+        delay: Some(Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let server = server(handler.clone()).await;
+    let client_node = node("client.example.net", |_| {});
+    let (_client, connection) = connect_recording(server.local_addr(), &client_node).await;
+    let pending = {
+        let connection = connection.clone();
+        let bytes = ccr(&client_node, 3);
+        tokio::spawn(async move { connection.request(bytes, None).await })
+    };
+    // The request is in the server's hands (its handler waits 300 ms) when it shuts down.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handler.in_flight.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the request never arrived");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let shutting = Instant::now();
+    server.shutdown(DisconnectCause::REBOOTING).await;
+    let answer = pending
+        .await
+        .expect("task")
+        .expect("answered before the DPR, not failed by it");
+    assert_eq!(cc_request_number(&answer), 3);
+    assert!(
+        shutting.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        shutting.elapsed()
+    );
+    assert_eq!(
+        connection.closed().await,
+        DownReason::PeerDisconnected(DisconnectCause::REBOOTING)
+    );
+}
