@@ -72,6 +72,7 @@ struct Runs {
     smoke: Run,
     events: Run,
     restart: Run,
+    restart_events: Run,
     drain: Run,
     migrate: Run,
     hot: Run,
@@ -93,6 +94,7 @@ fn runs() -> &'static Runs {
             smoke: Run::start(&["run", &smoke]),
             events: Run::start(&["run", &scenario("ci-events.toml")]),
             restart: Run::start(&["run", &scenario("upgrade-restart.toml")]),
+            restart_events: Run::start(&["run", &scenario("upgrade-restart-events.toml")]),
             drain: Run::start(&["run", &scenario("upgrade-drain.toml")]),
             migrate: Run::start(&["run", &scenario("upgrade-migrate.toml")]),
             hot: Run::start(&["run", &scenario("upgrade-hot.toml")]),
@@ -691,6 +693,40 @@ fn a_set_weight_event_turns_new_sessions_away_and_is_recorded() {
         5,
         "a marker on each plot (the fifth: live sessions per PDF node)"
     );
+}
+
+#[test]
+fn a_restart_under_events_charges_none_twice() {
+    // upgrade-restart-events: 1,000 new sessions a second, 80% one CCR-EVENT each, and a
+    // restart at 2 s. The EVENTs the pdf holds at its SIGTERM are answered before its DPR;
+    // before that fix the gateway re-sent them to the restarted pdf and one or two runs in
+    // three charged an account twice (the books check's "charged too much").
+    let run = runs().restart_events.finish();
+    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
+    )
+    .expect("JSON");
+    assert_eq!(report["events"][0]["outcome"], "ok", "{}", report["events"]);
+    let events = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["step"] == "EVENT")
+        .expect("an EVENT step");
+    assert!(events["answered"].as_u64().unwrap_or(0) > 2000, "{events}");
+    assert_eq!(report["books"]["mismatches"], 0, "{}", report["books"]);
+    assert_eq!(
+        report["upgrade"]["overcharged_accounts"], 0,
+        "{}",
+        report["upgrade"]
+    );
+    assert_stopped(&report);
 }
 
 #[test]
