@@ -26,6 +26,22 @@ impl Finished {
     fn out(&self) -> PathBuf {
         self.dir.path().join("out")
     }
+
+    /// The run's summary.json, once it is known to have passed (exit 0; its output shown
+    /// if not).
+    fn passed_report(&self) -> serde_json::Value {
+        assert_eq!(
+            self.status.code(),
+            Some(0),
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        serde_json::from_str(
+            &std::fs::read_to_string(self.out().join("summary.json")).expect("summary.json"),
+        )
+        .expect("JSON")
+    }
 }
 
 impl Run {
@@ -592,15 +608,7 @@ fn a_set_weight_event_turns_new_sessions_away_and_is_recorded() {
     // from then on; the sessions already placed go on (none is lost).
     let run = runs().events.finish();
     let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let report = run.passed_report();
 
     let events = report["events"].as_array().expect("events");
     assert_eq!(events.len(), 2, "{report}");
@@ -702,16 +710,7 @@ fn a_restart_under_events_charges_none_twice() {
     // before that fix the gateway re-sent them to the restarted pdf and one or two runs in
     // three charged an account twice (the books check's "charged too much").
     let run = runs().restart_events.finish();
-    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let report = run.passed_report();
     assert_eq!(report["events"][0]["outcome"], "ok", "{}", report["events"]);
     let events = report["steps"]
         .as_array()
@@ -735,16 +734,8 @@ fn a_restart_upgrade_loses_the_live_sessions_but_not_a_cent() {
     // on the same addresses and data directory. Every session live then is lost (5002 at its
     // next record); the balances come back from the journal, so the books stay exact.
     let run = runs().restart.finish();
-    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let stdout = &run.stdout;
+    let report = run.passed_report();
     let events = report["events"].as_array().expect("events");
     assert_eq!(events.len(), 1, "{report}");
     assert_eq!(events[0]["action"], "upgrade");
@@ -834,15 +825,7 @@ fn a_drain_upgrade_cuts_no_session_and_the_books_of_both_pdfs_add_up() {
     // its usage x tariff exactly.
     let run = runs().drain.finish();
     let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let report = run.passed_report();
     let events = report["events"].as_array().expect("events");
     assert_eq!(events.len(), 1, "{report}");
     assert_eq!(events[0]["outcome"], "ok", "{}", events[0]);
@@ -919,16 +902,7 @@ fn a_hot_upgrade_closes_no_connection_cuts_no_session_and_keeps_the_books() {
     // process takes the listening sockets, the gateway's connections and the state; the old
     // one exits 0 without DPR. Nothing is cut or closed, the books are exact.
     let run = runs().hot.finish();
-    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let report = run.passed_report();
     let events = report["events"].as_array().expect("events");
     assert_eq!(events.len(), 1, "{report}");
     assert_eq!(events[0]["outcome"], "ok", "{}", events[0]);
@@ -1041,16 +1015,7 @@ fn a_migrate_upgrade_moves_every_session_to_the_new_pdf_and_the_books_add_up() {
     // each account's debits on pdf0 (before the move) + pdf1 (after) equal its usage x
     // tariff exactly. The other scenarios run at the same time: the machine is busy.
     let run = runs().migrate.finish();
-    let (stdout, stderr, out) = (&run.stdout, &run.stderr, run.out());
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let report: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("summary.json")).expect("summary.json"),
-    )
-    .expect("JSON");
+    let report = run.passed_report();
     let events = report["events"].as_array().expect("events");
     assert_eq!(events.len(), 1, "{report}");
     assert_eq!(events[0]["outcome"], "ok", "{}", events[0]);
