@@ -613,6 +613,7 @@ pub fn render(report: &Report) -> String {
     }
     page += &timeline_plots(&report.timeline, &markers);
     page += &node_plot(&report.pdf_sessions, &markers);
+    page += &gateway_plot(report, &markers);
 
     let _ = write!(
         page,
@@ -646,6 +647,51 @@ fn node_plot(samples: &[crate::nodes::NodeSample], markers: &[Marker]) -> String
         "sessions",
         &series,
         Scale::Count,
+        markers,
+    )
+}
+
+/// The loadgen's p99 per second beside the gateway's own on each leg (its bucket bounds; a
+/// second over the last bound is left out): where a bad second's time went. Nothing
+/// without the gateway's latency.
+fn gateway_plot(report: &Report, markers: &[Marker]) -> String {
+    let Some(latency) = &report.gateway_latency else {
+        return String::new();
+    };
+    let leg = |access: bool| -> Vec<(f64, f64)> {
+        latency
+            .seconds
+            .iter()
+            .filter_map(|s| {
+                let (on_access, on_charging) = latency.p99_us(s);
+                let us = if access { on_access } else { on_charging }?;
+                (us != u64::MAX).then(|| (s.second as f64, us as f64 / 1000.0))
+            })
+            .collect()
+    };
+    let series = [
+        Series {
+            name: "loadgen p99".into(),
+            color: PALETTE[3],
+            points: timeline_points(&report.timeline, |r| latency_ms(r, r.p99_us)),
+        },
+        Series {
+            name: "gateway access leg p99".into(),
+            color: PALETTE[0],
+            points: leg(true),
+        },
+        Series {
+            name: "gateway charging leg p99".into(),
+            color: PALETTE[2],
+            points: leg(false),
+        },
+    ];
+    let scale = latency_scale(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    line_chart_marked(
+        "Latency per second: the loadgen p99 beside the gateway legs (bucket bounds)",
+        "ms",
+        &series,
+        scale,
         markers,
     )
 }
@@ -826,6 +872,35 @@ mod tests {
             assert!(page.contains(text), "{text} missing");
         }
         assert!(page.contains("badge fail"));
+    }
+
+    #[test]
+    fn the_gateway_s_own_latency_is_plotted_beside_the_loadgen_s() {
+        let mut report = sample_report("gateway", 1500, 0);
+        let title = "the loadgen p99 beside the gateway legs";
+        assert!(!render(&report).contains(title), "no samples, no plot");
+        report.gateway_latency = Some(crate::gateway_latency::GatewayLatency {
+            bounds_us: vec![500, 1000, 2500],
+            seconds: (1..=6u64)
+                .map(|second| crate::gateway_latency::GatewaySecond {
+                    second,
+                    access: vec![90, 9, second, 0],
+                    charging: vec![95, 5, 0, 0],
+                })
+                .collect(),
+        });
+        let page = render(&report);
+        assert!(page.contains(title));
+        assert!(
+            page.contains("gateway access leg p99") && page.contains("gateway charging leg p99")
+        );
+        let csv = report.timeline_csv();
+        assert!(
+            csv.lines()
+                .next()
+                .is_some_and(|h| h.ends_with(",gateway_access_p99_us,gateway_charging_p99_us")),
+            "{csv}"
+        );
     }
 
     #[test]

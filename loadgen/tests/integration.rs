@@ -204,6 +204,7 @@ fn ci_smoke_passes_its_thresholds_and_the_books_balance() {
     assert!(page.contains("<svg"), "report.html has no plot");
     assert!(page.contains("ci-smoke") && page.contains("Thresholds"));
     assert!(page.contains("Live sessions per PDF node"));
+    assert!(page.contains("beside the gateway legs"));
 
     // latency.hlog: one histogram per second, step and latency kind; every answer once.
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
