@@ -699,8 +699,9 @@ fn a_set_weight_event_turns_new_sessions_away_and_is_recorded() {
     assert!(page.contains("<h2>Events</h2>"));
     assert_eq!(
         page.matches("E1 set_weight").count(),
-        5,
-        "a marker on each plot (the fifth: live sessions per PDF node)"
+        6,
+        "a marker on each plot (the fifth: live sessions per PDF node; the sixth: the \
+         gateway's own latency)"
     );
 }
 
