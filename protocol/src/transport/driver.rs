@@ -367,7 +367,8 @@ struct Driver {
     disconnecting: Option<(DisconnectCause, Instant)>,
 }
 
-/// How long a hand-over waits for the application to answer what it has received.
+/// How long a hand-over or an orderly close waits for the application to answer what it has
+/// received.
 const QUIESCE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a hand-over waits for the socket to take the output before carrying it along.
 const FLUSH_TIMEOUT: Duration = Duration::from_millis(50);
@@ -419,8 +420,7 @@ impl Driver {
             }
             if let Some((_, since)) = &self.hand_over {
                 reading = false;
-                let in_flight = self.peer.requests_in_flight();
-                if in_flight == 0 || since.elapsed() >= QUIESCE_TIMEOUT {
+                if self.quiesced(*since) {
                     let (reply, _) = self.hand_over.take().expect("checked above");
                     match self.peer.hand_over(Instant::now()) {
                         Ok(state) => {
@@ -436,10 +436,7 @@ impl Driver {
                 }
             }
             if let Some((cause, since)) = self.disconnecting {
-                if self.peer.requests_in_flight() == 0
-                    || since.elapsed() >= QUIESCE_TIMEOUT
-                    || !self.peer.is_open()
-                {
+                if self.quiesced(since) || !self.peer.is_open() {
                     self.disconnecting = None;
                     self.peer.disconnect(Instant::now(), cause);
                     continue;
@@ -538,6 +535,12 @@ impl Driver {
         self.went_down(reason);
         let _ = reply.send(outcome);
         refuse_queued(commands);
+    }
+
+    /// Whether a hand-over or a close waiting since `since` may go on: every request
+    /// received is answered, or the application had [`QUIESCE_TIMEOUT`] to answer them.
+    fn quiesced(&self, since: Instant) -> bool {
+        self.peer.requests_in_flight() == 0 || since.elapsed() >= QUIESCE_TIMEOUT
     }
 
     fn handle_command(&mut self, command: Command) {
