@@ -82,6 +82,32 @@ pub struct GatewaySecond {
     pub charging: Vec<u64>,
 }
 
+/// One of the gateway's two legs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leg {
+    /// An ACR received to its ACA.
+    Access,
+    /// A CCR sent to its CCA read off the socket.
+    Charging,
+}
+
+impl GatewaySecond {
+    /// The leg's counts.
+    pub fn counts(&self, leg: Leg) -> &[u64] {
+        match leg {
+            Leg::Access => &self.access,
+            Leg::Charging => &self.charging,
+        }
+    }
+
+    fn counts_mut(&mut self, leg: Leg) -> &mut Vec<u64> {
+        match leg {
+            Leg::Access => &mut self.access,
+            Leg::Charging => &mut self.charging,
+        }
+    }
+}
+
 /// The gateway's own latency over a run.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayLatency {
@@ -150,25 +176,21 @@ impl GatewayLatency {
         Some(u64::MAX)
     }
 
-    /// A second's p99 on each leg, as bucket bounds (see [`Self::quantile_us`]).
-    pub fn p99_us(&self, second: &GatewaySecond) -> (Option<u64>, Option<u64>) {
-        (
-            self.quantile_us(&second.access, 0.99),
-            self.quantile_us(&second.charging, 0.99),
-        )
+    /// A second's p99 on a leg, as a bucket bound (see [`Self::quantile_us`]).
+    pub fn p99_us(&self, second: &GatewaySecond, leg: Leg) -> Option<u64> {
+        self.quantile_us(second.counts(leg), 0.99)
+    }
+
+    /// Each second with answers on `leg`: (second, p99 bound).
+    pub fn p99s(&self, leg: Leg) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.seconds
+            .iter()
+            .filter_map(move |s| self.p99_us(s, leg).map(|p99| (s.second, p99)))
     }
 
     /// The terminal summary's line: each leg's worst second by p99.
     pub fn summary(&self) -> String {
-        let worst = |access: bool| {
-            self.seconds
-                .iter()
-                .filter_map(|s| {
-                    let (on_access, on_charging) = self.p99_us(s);
-                    if access { on_access } else { on_charging }.map(|p99| (p99, s.second))
-                })
-                .max()
-        };
+        let worst = |leg| self.p99s(leg).map(|(second, p99)| (p99, second)).max();
         let describe = |worst: Option<(u64, u64)>| match worst {
             None => "no answers".to_owned(),
             Some((u64::MAX, second)) => format!(
@@ -182,8 +204,8 @@ impl GatewayLatency {
         format!(
             "gateway's own p99, worst second of {}: access leg {}, charging leg {}\n",
             self.seconds.len(),
-            describe(worst(true)),
-            describe(worst(false))
+            describe(worst(Leg::Access)),
+            describe(worst(Leg::Charging))
         )
     }
 
@@ -207,11 +229,10 @@ impl GatewayLatency {
                     access: vec![0; s.access.len()],
                     charging: vec![0; s.charging.len()],
                 });
-                for (sum, n) in row.access.iter_mut().zip(&s.access) {
-                    *sum += n;
-                }
-                for (sum, n) in row.charging.iter_mut().zip(&s.charging) {
-                    *sum += n;
+                for leg in [Leg::Access, Leg::Charging] {
+                    for (sum, n) in row.counts_mut(leg).iter_mut().zip(s.counts(leg)) {
+                        *sum += n;
+                    }
                 }
             }
         }
@@ -265,7 +286,8 @@ mod tests {
         assert_eq!(latency.quantile_us(&s.access, 0.99), Some(u64::MAX));
         assert_eq!(latency.quantile_us(&s.charging, 0.99), Some(2500));
         assert_eq!(latency.quantile_us(&[0, 0, 0, 0], 0.99), None);
-        assert_eq!(latency.p99_us(s), (Some(u64::MAX), Some(2500)));
+        assert_eq!(latency.p99_us(s, Leg::Access), Some(u64::MAX));
+        assert_eq!(latency.p99_us(s, Leg::Charging), Some(2500));
         assert_eq!(
             latency.summary(),
             "gateway's own p99, worst second of 1: access leg over 2.5 ms (second 1), \

@@ -10,6 +10,7 @@ use plotters::prelude::*;
 use plotters::style::RGBColor;
 use protocol::result_code::ResultCode;
 
+use crate::gateway_latency::Leg;
 use crate::report::{Percentiles, Report};
 use crate::run::Second;
 
@@ -658,15 +659,11 @@ fn gateway_plot(report: &Report, markers: &[Marker]) -> String {
     let Some(latency) = &report.gateway_latency else {
         return String::new();
     };
-    let leg = |access: bool| -> Vec<(f64, f64)> {
+    let leg = |leg| -> Vec<(f64, f64)> {
         latency
-            .seconds
-            .iter()
-            .filter_map(|s| {
-                let (on_access, on_charging) = latency.p99_us(s);
-                let us = if access { on_access } else { on_charging }?;
-                (us != u64::MAX).then(|| (s.second as f64, us as f64 / 1000.0))
-            })
+            .p99s(leg)
+            .filter(|&(_, us)| us != u64::MAX)
+            .map(|(second, us)| (second as f64, us as f64 / 1000.0))
             .collect()
     };
     let series = [
@@ -678,12 +675,12 @@ fn gateway_plot(report: &Report, markers: &[Marker]) -> String {
         Series {
             name: "gateway access leg p99".into(),
             color: PALETTE[0],
-            points: leg(true),
+            points: leg(Leg::Access),
         },
         Series {
             name: "gateway charging leg p99".into(),
             color: PALETTE[2],
-            points: leg(false),
+            points: leg(Leg::Charging),
         },
     ];
     let scale = latency_scale(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));

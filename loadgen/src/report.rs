@@ -441,10 +441,16 @@ impl Report {
             csv += &format!(",sessions_{}", node.replace([',', '"', '\n', '\r'], "_"));
         }
         // Then the gateway's own p99 per leg (bucket bounds, `inf` over the last one).
-        let gateway: BTreeMap<u64, (Option<u64>, Option<u64>)> = self
+        use crate::gateway_latency::Leg;
+        let gateway: BTreeMap<u64, [Option<u64>; 2]> = self
             .gateway_latency
             .iter()
-            .flat_map(|l| l.seconds.iter().map(move |s| (s.second, l.p99_us(s))))
+            .flat_map(|l| {
+                l.seconds.iter().map(move |s| {
+                    let p99 = |leg| l.p99_us(s, leg);
+                    (s.second, [p99(Leg::Access), p99(Leg::Charging)])
+                })
+            })
             .collect();
         if self.gateway_latency.is_some() {
             csv += ",gateway_access_p99_us,gateway_charging_p99_us";
@@ -469,8 +475,7 @@ impl Report {
                 }
             }
             if self.gateway_latency.is_some() {
-                let (access, charging) = gateway.get(&r.second).copied().unwrap_or_default();
-                for p99 in [access, charging] {
+                for p99 in gateway.get(&r.second).copied().unwrap_or_default() {
                     csv += ",";
                     match p99 {
                         Some(u64::MAX) => csv += "inf",
