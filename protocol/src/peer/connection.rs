@@ -795,9 +795,7 @@ impl Peer {
         self.out.extend_from_slice(answer);
         self.stats.answers_sent += 1;
         if let Some(key) = ticket.duplicate {
-            self.node
-                .duplicates
-                .complete(key, Bytes::copy_from_slice(answer));
+            self.node.duplicates.complete(key, answer);
         }
         Ok(())
     }
@@ -879,7 +877,7 @@ impl Peer {
             let answers = self
                 .answered
                 .drain(..)
-                .map(|(key, start, end)| (key, transmit.slice(start..end)));
+                .map(|(key, start, end)| (key, &transmit[start..end]));
             self.node.duplicates.complete_all(answers);
         }
         Some(transmit)

@@ -11,8 +11,15 @@
 //! One cache serves a whole node (all its connections: the retransmission usually arrives on
 //! another connection than the original). Entries live for a configured time and the cache
 //! holds at most a configured number; the oldest go first.
+//!
+//! A busy cache touches no new memory on the request path: answers are copied into their
+//! slots (no allocation each), and the full-size queue and index are allocated and written
+//! once by a thread of their own (see [`Inner::grow`]). A page fault costs 4-28 us on the
+//! virtual machines we measure on; filling 256 Ki entries' worth of fresh pages on the
+//! request path gave a new pdf seconds of 5-30 ms p99s (BENCHMARKS.md, the warm-up).
 
 use std::collections::VecDeque;
+use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -69,12 +76,60 @@ pub struct CachedAnswer {
     pub remaining_ms: u64,
 }
 
+// Large on purpose: the slot is where the answer is kept (boxing it is the allocation a
+// request no longer makes).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Entry {
     InProgress,
-    Answered(Bytes),
+    Answered(Answer),
     /// Forgotten before its answer (its slot waits in the queue, out of the index).
     Forgotten,
+}
+
+/// The longest answer kept in its slot (a Credit-Control answer of ours is about 200 bytes,
+/// an accounting answer 150); a longer one is kept on the heap.
+const INLINE_ANSWER: usize = 240;
+const _: () = assert!(
+    INLINE_ANSWER <= u8::MAX as usize,
+    "an inline answer's length is a u8"
+);
+
+/// An answer as remembered: in the slot itself (memory the cache owns and has touched
+/// already), or on the heap when it is longer than [`INLINE_ANSWER`].
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Answer {
+    Inline { len: u8, bytes: [u8; INLINE_ANSWER] },
+    Heap(Bytes),
+}
+
+impl Entry {
+    /// Makes this the answered entry of `answer`, written into the slot in place (not
+    /// built and then moved: a slot is 280 bytes).
+    fn answer(&mut self, answer: &[u8]) {
+        if answer.len() > INLINE_ANSWER {
+            *self = Self::Answered(Answer::Heap(Bytes::copy_from_slice(answer)));
+            return;
+        }
+        *self = Self::Answered(Answer::Inline {
+            len: 0,
+            bytes: [0; INLINE_ANSWER],
+        });
+        if let Self::Answered(Answer::Inline { len, bytes }) = self {
+            bytes[..answer.len()].copy_from_slice(answer);
+            *len = answer.len() as u8;
+        }
+    }
+}
+
+impl Answer {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(bytes) => bytes,
+        }
+    }
 }
 
 /// One remembered request, in arrival order.
@@ -85,8 +140,46 @@ struct Slot {
     entry: Entry,
 }
 
-/// The size at which a cache reserves its whole capacity (see [`Inner::grow`]).
+/// The size at which a cache has its whole capacity prepared (see [`Inner::grow`]).
 const GROW_AT: usize = 4096;
+
+/// A queue and an index for a cache's whole capacity, every page of them written already.
+#[derive(Debug)]
+struct Prepared {
+    queue: VecDeque<Slot>,
+    index: Vec<u64>,
+}
+
+impl Prepared {
+    /// Allocates and writes (faults in) memory for `capacity` slots and an index at most
+    /// half full: 0.1-0.5 s for 256 Ki slots (73 MiB) on the virtual machines we measure
+    /// on, so called on a thread of its own.
+    fn new(capacity: usize, index_len: usize) -> Self {
+        let filler = Slot {
+            key: DuplicateKey {
+                origin_host: u64::MAX,
+                end_to_end: u32::MAX,
+            },
+            expires: Instant::now(),
+            entry: Entry::Forgotten,
+        };
+        // Every slot written, then dropped: the buffer keeps its capacity and its pages.
+        // (black_box: zeros written into fresh memory may be compiled into an allocation
+        // of zeroed memory, which touches nothing.)
+        let mut queue = Vec::with_capacity(capacity);
+        queue.resize_with(capacity, || Slot {
+            key: std::hint::black_box(filler.key),
+            expires: filler.expires,
+            entry: Entry::Forgotten,
+        });
+        let mut queue = VecDeque::from(queue);
+        queue.clear();
+        let index = (0..index_len)
+            .map(|_| std::hint::black_box(EMPTY))
+            .collect();
+        Self { queue, index }
+    }
+}
 
 /// An index position holding no entry.
 const EMPTY: u64 = 0;
@@ -118,8 +211,8 @@ fn hash(key: DuplicateKey) -> u64 {
 /// one 24.9 ms operation in 20 M requests). Backward-shift deletion leaves no tombstones:
 /// every operation costs a few probes, always. An index entry carries hash bits beside the
 /// sequence number ([`OCCUPIED`]): probes and shifts touch the queue only for a likely
-/// match (135 against 200 ns a request in that bench). (The end-to-end knee's occasional bad
-/// seconds did not go away with it: they have another cause, see BENCHMARKS.md.)
+/// match (135 against 200 ns a request in that bench, before answers were copied into
+/// their slots: 205-210 ns since, 280-byte slots).
 #[derive(Debug)]
 struct Inner {
     queue: VecDeque<Slot>,
@@ -130,6 +223,10 @@ struct Inner {
     index: Vec<u64>,
     /// The hash bits an entry keeps: `2^TAG_BITS - 1` (tests use fewer).
     tag_mask: u64,
+    /// The size at which the whole capacity is prepared: [`GROW_AT`] (tests use less).
+    grow_at: usize,
+    /// The whole capacity's queue and index, while a thread prepares them.
+    preparing: Option<mpsc::Receiver<Prepared>>,
 }
 
 impl Default for Inner {
@@ -139,6 +236,8 @@ impl Default for Inner {
             head: 0,
             index: Vec::new(),
             tag_mask: (1 << TAG_BITS) - 1,
+            grow_at: GROW_AT,
+            preparing: None,
         }
     }
 }
@@ -262,11 +361,16 @@ impl Inner {
 
     /// An index of at least twice `capacity` positions (at most half full), rebuilt.
     fn reindex(&mut self, capacity: usize) {
-        let len = (2 * capacity.max(1)).next_power_of_two();
+        let len = index_len(capacity);
         if self.index.len() >= len {
             return;
         }
         self.index = vec![EMPTY; len];
+        self.index_all();
+    }
+
+    /// Indexes every slot not forgotten (into an empty index).
+    fn index_all(&mut self) {
         for n in 0..self.queue.len() {
             let slot = &self.queue[n];
             if !matches!(slot.entry, Entry::Forgotten) {
@@ -276,18 +380,62 @@ impl Inner {
         }
     }
 
-    /// Sizes the cache for one more slot: small at first; at [`GROW_AT`] slots, its whole
-    /// capacity at once (one reallocation and re-index of 4,096 slots, not a doubling
-    /// every so often under the lock).
+    /// Sizes the cache for one more slot. Small at first (a quiet node's cache stays
+    /// small); at `grow_at` slots, a thread starts preparing the whole capacity
+    /// ([`Prepared`]) and, until it is ready, the index doubles as needed (the queue does
+    /// by itself). Once ready, the slots move into the prepared queue, under the lock: a
+    /// copy of the few thousand slots that came meanwhile, not megabytes of page faults.
     fn grow(&mut self, capacity: usize) {
+        let full = index_len(capacity);
+        if self.index.len() >= full && self.preparing.is_none() {
+            return;
+        }
         let len = self.queue.len();
-        if len < GROW_AT.min(capacity) {
-            self.reindex(GROW_AT.min(capacity));
-        } else if self.index.len() < 2 * capacity {
-            self.queue.reserve(capacity.saturating_sub(len));
-            self.reindex(capacity);
+        let grow_at = self.grow_at.min(capacity);
+        if len < grow_at {
+            self.reindex(grow_at);
+            return;
+        }
+        if self.preparing.is_none() {
+            let (ready, preparing) = mpsc::sync_channel(1);
+            let started = std::thread::Builder::new()
+                .name("duplicates-grow".into())
+                .spawn(move || {
+                    let _ = ready.send(Prepared::new(capacity, full));
+                });
+            if started.is_err() {
+                // No thread to be had: the whole capacity now, on this one.
+                self.adopt(Prepared::new(capacity, full));
+                return;
+            }
+            self.preparing = Some(preparing);
+        }
+        let prepared = match self.preparing.as_ref().map(mpsc::Receiver::try_recv) {
+            Some(Ok(prepared)) => Some(prepared),
+            Some(Err(mpsc::TryRecvError::Empty)) | None => None,
+            // The thread died (it only allocates: out of memory): here, then.
+            Some(Err(mpsc::TryRecvError::Disconnected)) => Some(Prepared::new(capacity, full)),
+        };
+        match prepared {
+            Some(prepared) => self.adopt(prepared),
+            None => self.reindex(len + 1),
         }
     }
+
+    /// Moves the slots into a prepared queue and indexes them in its index.
+    fn adopt(&mut self, prepared: Prepared) {
+        let Prepared { mut queue, index } = prepared;
+        queue.extend(self.queue.drain(..));
+        self.queue = queue;
+        self.index = index;
+        self.index_all();
+        self.preparing = None;
+    }
+}
+
+/// The index length for `capacity` slots: a power of two, at most half full.
+fn index_len(capacity: usize) -> usize {
+    (2 * capacity.max(1)).next_power_of_two()
 }
 
 /// The node-wide duplicate cache. Shared between connections behind an `Arc`.
@@ -323,7 +471,9 @@ impl DuplicateCache {
         self.evict(&mut inner, now);
         if let Some((_, seq)) = inner.find(key) {
             return match &inner.slot(seq).entry {
-                Entry::Answered(answer) => Seen::Answered(answer.clone()),
+                Entry::Answered(answer) => {
+                    Seen::Answered(Bytes::copy_from_slice(answer.as_slice()))
+                }
                 Entry::InProgress | Entry::Forgotten => Seen::InProgress,
             };
         }
@@ -332,13 +482,13 @@ impl DuplicateCache {
         Seen::New
     }
 
-    /// Records the answer sent to a request.
-    pub fn complete(&self, key: DuplicateKey, answer: Bytes) {
+    /// Records the answer sent to a request (a copy of it).
+    pub fn complete(&self, key: DuplicateKey, answer: &[u8]) {
         self.complete_all([(key, answer)]);
     }
 
     /// Records many answers under one lock (a connection's write batch).
-    pub fn complete_all(&self, answers: impl IntoIterator<Item = (DuplicateKey, Bytes)>) {
+    pub fn complete_all<'a>(&self, answers: impl IntoIterator<Item = (DuplicateKey, &'a [u8])>) {
         if !self.is_enabled() {
             return;
         }
@@ -346,7 +496,7 @@ impl DuplicateCache {
         for (key, answer) in answers {
             if let Some((_, seq)) = inner.find(key) {
                 let at = (seq - inner.head) as usize;
-                inner.queue[at].entry = Entry::Answered(answer);
+                inner.queue[at].entry.answer(answer);
             }
         }
     }
@@ -377,7 +527,7 @@ impl DuplicateCache {
                 Entry::Answered(answer) if slot.expires > now => Some(CachedAnswer {
                     origin_host_hash: slot.key.origin_host,
                     end_to_end: slot.key.end_to_end,
-                    answer: answer.to_vec(),
+                    answer: answer.as_slice().to_vec(),
                     remaining_ms: slot.expires.duration_since(now).as_millis() as u64,
                 }),
                 _ => None,
@@ -409,7 +559,9 @@ impl DuplicateCache {
             }
             inner.grow(self.capacity);
             let expires = now + Duration::from_millis(cached.remaining_ms).min(self.lifetime);
-            inner.push(key, expires, Entry::Answered(Bytes::from(cached.answer)));
+            let mut entry = Entry::InProgress;
+            entry.answer(&cached.answer);
+            inner.push(key, expires, entry);
         }
     }
 
@@ -456,7 +608,7 @@ mod tests {
         assert_eq!(cache.check(key, t0), Seen::New);
         assert_eq!(cache.check(key, t0), Seen::InProgress);
         assert_eq!(cache.check(other, t0), Seen::New);
-        cache.complete(key, Bytes::from_static(b"answer"));
+        cache.complete(key, b"answer");
         assert_eq!(
             cache.check(key, t0),
             Seen::Answered(Bytes::from_static(b"answer"))
@@ -485,34 +637,92 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_cache_takes_its_whole_capacity_once_and_a_quiet_one_stays_small() {
+    fn a_busy_cache_gets_its_whole_capacity_prepared_off_the_lock_and_a_quiet_one_stays_small() {
         let t0 = Instant::now();
-        let cache = DuplicateCache::new(Duration::from_secs(60), 3 * GROW_AT);
+        let capacity = 3 * GROW_AT;
+        let key = |id: u32| DuplicateKey::new(b"h", EndToEndId(id));
+        let cache = DuplicateCache::new(Duration::from_secs(60), capacity);
         for id in 0..GROW_AT as u32 {
-            cache.check(DuplicateKey::new(b"h", EndToEndId(id)), t0);
+            cache.check(key(id), t0);
         }
-        assert!(cache.lock().index.len() < 2 * 3 * GROW_AT);
-        cache.check(DuplicateKey::new(b"h", EndToEndId(u32::MAX)), t0);
-        assert!(cache.lock().index.len() >= 2 * 3 * GROW_AT);
-        assert!(cache.lock().queue.capacity() >= 3 * GROW_AT);
-        for id in GROW_AT as u32..4 * GROW_AT as u32 {
-            cache.check(DuplicateKey::new(b"h", EndToEndId(id)), t0);
+        {
+            let inner = cache.lock();
+            assert!(inner.index.len() < index_len(capacity));
+            assert!(inner.preparing.is_none(), "a quiet cache prepares nothing");
         }
-        // Full: the oldest go.
-        assert_eq!(cache.len(), 3 * GROW_AT);
+        for id in 0..10 {
+            cache.complete(key(id), format!("answer {id}").as_bytes());
+        }
+        // Past GROW_AT: a thread prepares the whole capacity while the cache goes on.
+        let mut id = GROW_AT as u32;
+        let waited = Instant::now();
+        loop {
+            assert_eq!(cache.check(key(id), t0), Seen::New);
+            id += 1;
+            let inner = cache.lock();
+            assert!(inner.index.iter().filter(|&&e| e != EMPTY).count() * 2 <= inner.index.len());
+            if inner.preparing.is_none() {
+                break;
+            }
+            drop(inner);
+            assert!(waited.elapsed() < Duration::from_secs(30), "never adopted");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let reserved = {
+            let inner = cache.lock();
+            assert_eq!(inner.index.len(), index_len(capacity));
+            assert!(inner.queue.capacity() >= capacity);
+            inner.queue.capacity()
+        };
+        // Every slot moved: answers and requests in progress alike.
+        for id in 0..10 {
+            assert_eq!(
+                cache.check(key(id), t0),
+                Seen::Answered(Bytes::from(format!("answer {id}"))),
+            );
+        }
+        assert_eq!(cache.check(key(id - 1), t0), Seen::InProgress);
+        for id in id..4 * GROW_AT as u32 {
+            cache.check(key(id), t0);
+        }
+        // Full: the oldest go, and the queue stays in its prepared memory.
+        assert_eq!(cache.len(), capacity);
+        assert_eq!(cache.lock().queue.capacity(), reserved, "reallocated");
+        assert_eq!(cache.check(key(0), t0), Seen::New, "the oldest went");
         assert_eq!(
-            cache.check(DuplicateKey::new(b"h", EndToEndId(0)), t0),
-            Seen::New,
-            "the oldest went"
-        );
-        assert_eq!(
-            cache.check(
-                DuplicateKey::new(b"h", EndToEndId(4 * GROW_AT as u32 - 1)),
-                t0
-            ),
+            cache.check(key(4 * GROW_AT as u32 - 1), t0),
             Seen::InProgress,
             "the newest stayed"
         );
+    }
+
+    #[test]
+    fn an_answer_longer_than_a_slot_holds_is_remembered_too() {
+        let t0 = Instant::now();
+        let cache = DuplicateCache::new(Duration::from_secs(60), 10);
+        let answers: Vec<Vec<u8>> = [0, 1, INLINE_ANSWER, INLINE_ANSWER + 1, 4000]
+            .iter()
+            .map(|&len| (0..len).map(|i| (i % 251) as u8).collect())
+            .collect();
+        for (id, answer) in answers.iter().enumerate() {
+            let key = DuplicateKey::new(b"h", EndToEndId(id as u32));
+            cache.check(key, t0);
+            cache.complete(key, answer);
+        }
+        // Carried to another cache as a hot upgrade does, and back from both.
+        let other = DuplicateCache::new(Duration::from_secs(60), 10);
+        other.import(cache.export(t0, 10), t0);
+        for (id, answer) in answers.iter().enumerate() {
+            let key = DuplicateKey::new(b"h", EndToEndId(id as u32));
+            let expected = Seen::Answered(Bytes::from(answer.clone()));
+            assert_eq!(cache.check(key, t0), expected, "{} bytes", answer.len());
+            assert_eq!(
+                other.check(key, t0),
+                expected,
+                "{} bytes, imported",
+                answer.len()
+            );
+        }
     }
 
     /// The cache against a model (a plain queue searched from end to end) through a long
@@ -520,13 +730,22 @@ mod tests {
     /// half full (no tombstones, no rehash).
     #[test]
     fn agrees_with_a_model_through_a_long_random_run() {
-        agrees_with_a_model(None, 0);
+        agrees_with_a_model(None, 0, None);
+    }
+
+    /// The same with the whole capacity prepared from 32 slots on: the thread's queue and
+    /// index are adopted whenever they are ready, at some random step of the run.
+    #[test]
+    fn agrees_with_a_model_across_the_adoption_of_a_prepared_capacity() {
+        for _ in 0..5 {
+            agrees_with_a_model(None, 0, Some(32));
+        }
     }
 
     /// The same with sequence numbers passing 2^40 (an entry keeps their low 40 bits).
     #[test]
     fn agrees_with_a_model_across_the_sequence_numbers_wrap() {
-        agrees_with_a_model(None, SEQ_MASK - 5_000);
+        agrees_with_a_model(None, SEQ_MASK - 5_000, None);
     }
 
     /// The same with 4 hash bits per entry: most probes meet entries with the same bits
@@ -534,10 +753,10 @@ mod tests {
     /// position comes from its slot's key).
     #[test]
     fn agrees_with_a_model_with_few_hash_bits() {
-        agrees_with_a_model(Some(0xF), 0);
+        agrees_with_a_model(Some(0xF), 0, None);
     }
 
-    fn agrees_with_a_model(tag_mask: Option<u64>, first_seq: u64) {
+    fn agrees_with_a_model(tag_mask: Option<u64>, first_seq: u64, grow_at: Option<usize>) {
         #[derive(Clone, PartialEq, Debug)]
         enum State {
             InProgress,
@@ -551,6 +770,9 @@ mod tests {
             inner.head = first_seq;
             if let Some(tag_mask) = tag_mask {
                 inner.tag_mask = tag_mask;
+            }
+            if let Some(grow_at) = grow_at {
+                inner.grow_at = grow_at;
             }
         }
         let t0 = Instant::now();
@@ -576,7 +798,7 @@ mod tests {
                 }
                 1..=3 => {
                     let answer = Bytes::from(step.to_be_bytes().to_vec());
-                    cache.complete(key, answer.clone());
+                    cache.complete(key, &answer);
                     if let Some(at) = live(&model, key) {
                         model[at].1 = State::Answered(answer);
                     }
@@ -603,6 +825,11 @@ mod tests {
             let used = inner.index.iter().filter(|&&s| s != EMPTY).count();
             assert_eq!(used, remembered, "step {step}");
             assert!(used * 2 <= inner.index.len(), "step {step}");
+        }
+        if grow_at.is_some() {
+            let inner = cache.lock();
+            assert!(inner.preparing.is_none(), "never adopted");
+            assert_eq!(inner.index.len(), index_len(capacity));
         }
     }
 }
