@@ -110,6 +110,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    service::keep_freed_memory();
     let (file, out) = match &cli.command {
         Mode::Check { file } => (file, None),
         Mode::Run { file, out, .. } => (file, Some(out.clone())),
