@@ -76,10 +76,11 @@ EOF
 
 # measure NAME RATE SECONDS: one line of figures. Latency of the steady state: the
 # INTERIM histograms of the interval log from second WARMUP_SECONDS to the last full
-# second, added up (`loadgen latency`). The warm-up: the 2 s ramp, then the seconds while
-# the gateway's and the pdf's duplicate caches fill (256 Ki answers each, 4.4 s at 60,000
-# transactions/s; every run's p99 is several times higher until they are full: see
-# BENCHMARKS.md). The whole run's p99, warm-up included, is shown beside it.
+# second, added up (`loadgen latency`). The warm-up: the 2 s ramp and the sessions' first
+# requests. (Until a30af63 also the seconds while the pdf's duplicate cache filled, each
+# page of it a page fault: p99s several times higher until it was full; the whole run's
+# p99 now comes out close to the steady one: see BENCHMARKS.md.) The whole run's p99,
+# warm-up included, is shown beside it.
 measure() {
   "$BIN/loadgen" latency "$OUT/$1/latency.hlog" --from "$WARMUP_SECONDS" --to $(($3 - 1)) --json > "$OUT/$1/steady.json"
   python3 - "$OUT/$1/summary.json" "$2" "$P99_BOUND_MS" "$OUT/$1/steady.json" "$OUT/$1.cpu" <<'EOF'
