@@ -155,21 +155,18 @@ impl Prepared {
     /// half full: 0.1-0.5 s for 256 Ki slots (73 MiB) on the virtual machines we measure
     /// on, so called on a thread of its own.
     fn new(capacity: usize, index_len: usize) -> Self {
-        let filler = Slot {
-            key: DuplicateKey {
-                origin_host: u64::MAX,
-                end_to_end: u32::MAX,
-            },
-            expires: Instant::now(),
-            entry: Entry::Forgotten,
+        let key = DuplicateKey {
+            origin_host: u64::MAX,
+            end_to_end: u32::MAX,
         };
+        let expires = Instant::now();
         // Every slot written, then dropped: the buffer keeps its capacity and its pages.
         // (black_box: zeros written into fresh memory may be compiled into an allocation
         // of zeroed memory, which touches nothing.)
         let mut queue = Vec::with_capacity(capacity);
         queue.resize_with(capacity, || Slot {
-            key: std::hint::black_box(filler.key),
-            expires: filler.expires,
+            key: std::hint::black_box(key),
+            expires,
             entry: Entry::Forgotten,
         });
         let mut queue = VecDeque::from(queue);
