@@ -7,7 +7,7 @@
 # full second, the warm-up left out), then runs at half the knee for longer and records its latency.
 # Prints a Markdown table; each run's report stays in OUT.
 #
-#   benches/knee.sh [RATE ...]      default rates: 20000 40000 60000 80000 90000 100000 110000 120000
+#   benches/knee.sh [RATE ...]      default rates: 20000 40000 60000 80000 100000 110000 120000 130000 140000 150000 160000
 #
 # Environment: STEP_SECONDS (15) per rate, HALF_SECONDS (60: its p99 is that of 3 M answers, so one
 # bad second moves it less than in 20 s) for the run at half the knee,
@@ -30,7 +30,7 @@ GATEWAY_WORKERS=${GATEWAY_WORKERS-}
 PDF_WORKERS=${PDF_WORKERS-}
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 rates=("$@")
-[ ${#rates[@]} -gt 0 ] || rates=(20000 40000 60000 80000 90000 100000 110000 120000)
+[ ${#rates[@]} -gt 0 ] || rates=(20000 40000 60000 80000 100000 110000 120000 130000 140000 150000 160000)
 
 if [ "${NO_BUILD:-0}" != 1 ]; then
   cargo build --release -p pdf -p gateway -p loadgen >&2
