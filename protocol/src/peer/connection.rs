@@ -194,9 +194,6 @@ pub struct Peer {
     pending: PendingRequests,
     incoming_in_flight: usize,
     out: BytesMut,
-    /// Answers written to `out` since the last transmit, for the duplicate cache: they are
-    /// cached as slices of the transmitted buffer, without a copy.
-    answered: Vec<(DuplicateKey, usize, usize)>,
     events: VecDeque<Event>,
     stats: PeerStats,
     seed: u64,
@@ -214,7 +211,6 @@ impl Peer {
             pending: PendingRequests::default(),
             incoming_in_flight: 0,
             out: BytesMut::with_capacity(4096),
-            answered: Vec::new(),
             events: VecDeque::new(),
             stats: PeerStats::default(),
             seed,
@@ -351,7 +347,6 @@ impl Peer {
             pending,
             incoming_in_flight: 0,
             out: BytesMut::with_capacity(4096),
-            answered: Vec::new(),
             events: VecDeque::new(),
             stats: state.stats,
             seed,
@@ -872,15 +867,7 @@ impl Peer {
         if self.out.is_empty() {
             return None;
         }
-        let transmit = self.out.split().freeze();
-        if !self.answered.is_empty() {
-            let answers = self
-                .answered
-                .drain(..)
-                .map(|(key, start, end)| (key, &transmit[start..end]));
-            self.node.duplicates.complete_all(answers);
-        }
-        Some(transmit)
+        Some(self.out.split().freeze())
     }
 
     /// The next event for the application.

@@ -481,20 +481,13 @@ impl DuplicateCache {
 
     /// Records the answer sent to a request (a copy of it).
     pub fn complete(&self, key: DuplicateKey, answer: &[u8]) {
-        self.complete_all([(key, answer)]);
-    }
-
-    /// Records many answers under one lock (a connection's write batch).
-    pub fn complete_all<'a>(&self, answers: impl IntoIterator<Item = (DuplicateKey, &'a [u8])>) {
         if !self.is_enabled() {
             return;
         }
         let mut inner = self.lock();
-        for (key, answer) in answers {
-            if let Some((_, seq)) = inner.find(key) {
-                let at = (seq - inner.head) as usize;
-                inner.queue[at].entry.answer(answer);
-            }
+        if let Some((_, seq)) = inner.find(key) {
+            let at = (seq - inner.head) as usize;
+            inner.queue[at].entry.answer(answer);
         }
     }
 
